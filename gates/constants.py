@@ -1,0 +1,46 @@
+"""Every name the pack shows to ComfyUI, the browser or the disk, in one place."""
+
+import re
+
+PACKAGE_PREFIX = "datasete_gate"
+
+NODE_ID = "DataseteImageGate"
+NODE_DISPLAY_NAME = "Image Gate (Manual Router)"
+CATEGORY = "Datasete/gates"
+
+MAX_ROUTES = 8
+
+ROUTE_PENDING = f"/{PACKAGE_PREFIX}/pending"
+ROUTE_CHOOSE = f"/{PACKAGE_PREFIX}/choose"
+ROUTE_CANCEL = f"/{PACKAGE_PREFIX}/cancel"
+ROUTE_BUS_LIST = f"/{PACKAGE_PREFIX}/bus/list"
+
+EVENT_PREVIEW = f"{PACKAGE_PREFIX}.preview"
+EVENT_RESOLVED = f"{PACKAGE_PREFIX}.resolved"
+
+SOURCE_INPUT = "input"
+SOURCE_BUS = "bus"
+
+# Preview files live in ComfyUI's temp folder (wiped at start) under this prefix.
+PREVIEW_PREFIX = f"{PACKAGE_PREFIX}_preview"
+
+# Seconds between checks of ComfyUI's interrupt flag while a gate waits.
+# The wait itself wakes on the choice at once; this only bounds Cancel latency.
+WAIT_SLICE_SECONDS = 0.05
+
+# A choose request carries at most one mask PNG; anything bigger is refused
+# before it is read into memory.
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+# How many resolved tokens are remembered to answer 409 rather than 404.
+RESOLVED_TOKEN_MEMORY = 4096
+
+BUS_DIR_NAME = "gate_bus"
+SLOT_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+SLOT_IMAGE = "image.png"
+SLOT_MASK = "mask.png"
+SLOT_MANIFEST = "slot.json"
+# Frames after the first are stored beside image.png as frame_0001.png, ...
+SLOT_FRAME_TEMPLATE = "frame_{:04d}.png"
+# Scratch names start with "." so they can never be a slot id.
+SLOT_STAGING_PREFIX = ".staging-"
