@@ -1,0 +1,145 @@
+"""HTTP routes that list and decide waiting gates, and list the disk bus slots.
+
+Every error answers JSON {"error": "..."} with a 4xx status; nothing a client
+sends can produce a 500, release a gate it did not decide, or wedge one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from . import imagebus, imaging
+from .constants import (
+    MAX_REQUEST_BYTES,
+    ROUTE_BUS_LIST,
+    ROUTE_CANCEL,
+    ROUTE_CHOOSE,
+    ROUTE_PENDING,
+)
+from .gate_bus import GATES, GateBus, GateError, validate_route
+
+log = logging.getLogger("datasete_gates")
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def _read_json(request: web.Request, limit: int = MAX_REQUEST_BYTES) -> dict:
+    """The body as a JSON object, refusing bodies over `limit` before reading them whole."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise BadRequest(f"request body of {length} bytes is over the limit of {limit} bytes")
+    chunks, size = [], 0
+    while True:
+        chunk = await request.content.read(65536)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _guarded(handler):
+    """Turn every failure into a JSON 4xx answer; the server must never answer 500."""
+
+    async def guarded(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        except GateError as exc:
+            return _error(exc.status, str(exc))
+        except imaging.ImagingError as exc:
+            return _error(400, str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug must not become a 500 or kill the server
+            log.exception("datasete gate route %s failed", request.path)
+            return _error(400, f"request could not be processed: {type(exc).__name__}: {exc}")
+
+    guarded.__name__ = handler.__name__
+    return guarded
+
+
+def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = None) -> dict:
+    """The route handlers, bound to a GateBus and a way to find the slot folder."""
+
+    async def pending(_request):
+        return web.json_response({"pending": bus.pending()})
+
+    async def choose(request):
+        body = await _read_json(request)
+        token = body.get("token")
+        pause = bus.get(token)
+        route = validate_route(body.get("route"), pause.routes)
+        mask = None
+        payload = body.get("mask")
+        if payload is not None and payload != "":
+            loop = asyncio.get_running_loop()
+            mask = await loop.run_in_executor(
+                None, imaging.decode_mask_payload, payload, pause.width, pause.height)
+        bus.resolve(token, route, mask)
+        return web.json_response({"ok": True, "token": token, "route": route})
+
+    async def cancel(request):
+        body = await _read_json(request)
+        token = body.get("token")
+        bus.cancel(token)
+        return web.json_response({"ok": True, "token": token, "route": None})
+
+    async def bus_list(_request):
+        if bus_base is None:
+            from .gates_compat import gate_bus_base
+
+            base = gate_bus_base()
+        else:
+            base = bus_base()
+        try:
+            ids = await asyncio.get_running_loop().run_in_executor(None, imagebus.list_ids, base)
+        except OSError as exc:
+            return web.json_response({"ids": [], "error": f"cannot list {base}: {exc.strerror or exc}"})
+        return web.json_response({"ids": ids})
+
+    return {
+        ("GET", ROUTE_PENDING): _guarded(pending),
+        ("POST", ROUTE_CHOOSE): _guarded(choose),
+        ("POST", ROUTE_CANCEL): _guarded(cancel),
+        ("GET", ROUTE_BUS_LIST): _guarded(bus_list),
+    }
+
+
+def add_routes(routes: web.RouteTableDef, handlers: dict | None = None) -> None:
+    for (method, path), handler in (handlers or make_handlers()).items():
+        routes.route(method, path)(handler)
+
+
+def register_routes() -> None:
+    """Add the routes to ComfyUI's server (served at /x and /api/x).
+
+    Outside ComfyUI (tests and tools import the pack too) there is no server to add them to.
+    """
+    try:
+        from server import PromptServer
+    except ImportError:
+        log.debug("ComfyUI's server module is not importable: no routes registered")
+        return
+    add_routes(PromptServer.instance.routes)
