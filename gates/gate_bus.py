@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .constants import RESOLVED_TOKEN_MEMORY, WAIT_SLICE_SECONDS
+
 
 class GateError(Exception):
     """A request that cannot decide a pause; `status` is the HTTP answer."""
@@ -82,7 +84,7 @@ def validate_route(route: Any, routes: int) -> int:
 class GateBus:
     """Pauses by token. Thread-safe: gates wait in the prompt worker, routes run on the server loop."""
 
-    def __init__(self, resolved_memory: int = 4096):
+    def __init__(self, resolved_memory: int = RESOLVED_TOKEN_MEMORY):
         self._lock = threading.Lock()
         self._pauses: dict[str, Pause] = {}
         self._resolved: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -125,7 +127,7 @@ class GateBus:
         return pause
 
     def wait(self, pause: Pause, check_interrupt: Callable[[], None] | None = None,
-             slice_seconds: float = 0.05) -> Pause:
+             slice_seconds: float = WAIT_SLICE_SECONDS) -> Pause:
         """Block until the pause is decided; `check_interrupt` raises to abandon the wait.
 
         Wakes at once on a decision; the slices only bound how late an interrupt is seen.
