@@ -11,10 +11,11 @@ import base64
 import binascii
 import io
 import os
+import struct
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 PREVIEW_COMPRESS_LEVEL = 1
 BUS_COMPRESS_LEVEL = 4
@@ -155,10 +156,30 @@ def decode_mask_payload(payload, width: int, height: int) -> np.ndarray:
         raise ImagingError(f"mask is not valid base64: {exc}") from exc
     if not raw.startswith(b"\x89PNG\r\n\x1a\n"):
         raise ImagingError("mask is not a PNG (bad signature)")
+    # Check size and integrity before decoding: a tiny payload can claim a huge canvas, and
+    # ComfyUI turns ImageFile.LOAD_TRUNCATED_IMAGES on process-wide while it loads images, which
+    # would let a cut-off upload decode as a silently half-empty mask. verify() ignores that flag.
+    try:
+        with Image.open(io.BytesIO(raw)) as probe:
+            mask_width, mask_height = probe.size
+            if (mask_width, mask_height) != (width, height):
+                raise ImagingError(f"mask is {mask_width}x{mask_height}, the image is {width}x{height}")
+            probe.verify()
+    except ImagingError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImagingError(f"mask is far larger than the image ({width}x{height}): {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise ImagingError(f"mask PNG is truncated or corrupt: {_pil_reason(exc)}") from exc
     pixels = read_mask_pixels(raw)
-    if pixels.shape != (height, width):
-        raise ImagingError(f"mask is {pixels.shape[1]}x{pixels.shape[0]}, the image is {width}x{height}")
     return pixels.astype(np.float32) / 255.0
+
+
+def _pil_reason(exc: BaseException) -> str:
+    """Pillow's message without the object repr it puts in some ("<_io.BytesIO object at 0x...>")."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "incomplete PNG header"
+    return str(exc) or type(exc).__name__
 
 
 def mask_batch(mask: np.ndarray | torch.Tensor | None, batch: int, height: int, width: int) -> torch.Tensor:
