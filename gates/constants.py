@@ -42,5 +42,7 @@ SLOT_MASK = "mask.png"
 SLOT_MANIFEST = "slot.json"
 # Frames after the first are stored beside image.png as frame_0001.png, ...
 SLOT_FRAME_TEMPLATE = "frame_{:04d}.png"
+# Masks of frames 1.. when the frames have different masks (mask.png is frame 0's, or everyone's).
+SLOT_MASK_FRAME_TEMPLATE = "mask_{:04d}.png"
 # Scratch names start with "." so they can never be a slot id.
 SLOT_STAGING_PREFIX = ".staging-"

@@ -7,10 +7,14 @@ gates_compat.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
 import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 import torch
@@ -27,6 +31,7 @@ from .constants import (
     SLOT_IMAGE,
     SLOT_MANIFEST,
     SLOT_MASK,
+    SLOT_MASK_FRAME_TEMPLATE,
     SOURCE_BUS,
     SOURCE_INPUT,
     WAIT_SLICE_SECONDS,
@@ -48,102 +53,244 @@ def mask_from_stash(painted, image: torch.Tensor) -> torch.Tensor:
 
 
 # --- the disk image bus -------------------------------------------------------------------
+#
+# A slot folder (see imagebus for how it is swapped in atomically) holds:
+#   image.png            frame 0, RGB or RGBA (or grayscale for a 1-channel image)
+#   frame_0001.png ...   frames 1.. of a batch, same size and channels as frame 0
+#   mask.png             the mask (8-bit gray, white = 1.0) of every frame, or of frame 0 when
+#   mask_0001.png ...    the frames have masks of their own
+#   slot.json            the manifest: frame count, size, channels, how many masks
+# A slot without slot.json (the plan's layout: image.png and maybe mask.png) reads as one frame.
 
-def bus_save(base, bus_id, image: torch.Tensor, mask: torch.Tensor | None) -> None:
-    """Publish every frame of `image` and its mask to slot `bus_id`, atomically."""
-    frames = imaging.image_to_uint8(image)
-    batch, height, width, channels = frames.shape
-    mask_pixels = None
-    if mask is not None:
-        mask_pixels = imaging.mask_to_uint8(mask)[0]
-        if mask_pixels.shape != (height, width):
-            raise imagebus.SlotError(
-                f"slot {bus_id!r}: mask is {mask_pixels.shape[1]}x{mask_pixels.shape[0]}, "
-                f"image is {width}x{height}")
-
-    def write_files(folder):
-        for index in range(batch):
-            imaging.write_png(os.path.join(folder, frame_file_name(index)), frames[index])
-        if mask_pixels is not None:
-            imaging.write_png(os.path.join(folder, SLOT_MASK), mask_pixels)
-        manifest = {"frames": int(batch), "width": int(width), "height": int(height),
-                    "channels": int(channels), "mask": mask_pixels is not None}
-        with open(os.path.join(folder, SLOT_MANIFEST), "w", encoding="utf-8") as handle:
-            json.dump(manifest, handle)
-
-    try:
-        imagebus.publish(base, bus_id, write_files)
-    except imagebus.SlotIdError:
-        raise
-    except OSError as exc:
-        raise imagebus.SlotError(f"slot {bus_id!r}: could not publish: {exc}") from exc
+SLOT_FORMAT = "datasete-gate-slot"
+SLOT_FORMAT_VERSION = 1
+MAX_SLOT_FRAMES = 100_000
 
 
 def frame_file_name(index: int) -> str:
     return SLOT_IMAGE if index == 0 else SLOT_FRAME_TEMPLATE.format(index)
 
 
-def bus_load(base, bus_id) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slot `bus_id` -> (image (B,H,W,C), mask (B,H,W)); an unreadable slot raises SlotError naming it."""
+def mask_file_name(index: int) -> str:
+    return SLOT_MASK if index == 0 else SLOT_MASK_FRAME_TEMPLATE.format(index)
 
-    def read(reader: imagebus.SlotReader):
-        frame_count = 1
-        if reader.exists(SLOT_MANIFEST):
-            frame_count = _manifest_frames(reader.read_bytes(SLOT_MANIFEST), bus_id)
-        frames = []
-        for index in range(frame_count):
-            name = frame_file_name(index)
-            if index and not reader.exists(name):
-                raise imagebus.SlotError(f"slot {bus_id!r}: {name} is missing ({frame_count} frames expected)")
-            frames.append(imaging.read_image_pixels(reader.read_bytes(name)))
-        mask = imaging.read_mask_pixels(reader.read_bytes(SLOT_MASK)) if reader.exists(SLOT_MASK) else None
-        return frames, mask
+
+@dataclass
+class SlotContents:
+    """One consistent version of a slot, decoded."""
+
+    bus_id: str
+    frames: np.ndarray              # (B,H,W,C) uint8
+    masks: np.ndarray | None        # (1,H,W) or (B,H,W) uint8; None: the slot has no mask
+    manifest: dict | None           # None for a slot in the plan's layout (no slot.json)
+    files: dict[str, os.stat_result] = field(default_factory=dict)
+    data: dict[str, bytes] | None = None   # the raw files, when asked for
+
+
+def bus_write(base, bus_id, frames: np.ndarray, masks: np.ndarray | None) -> dict:
+    """Publish uint8 frames (B,H,W,C) and masks (1 or B,H,W) to slot `bus_id` atomically; returns the manifest."""
+    imagebus.validate_id(bus_id)
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[..., None] if frames.shape[-1] not in (1, 3, 4) else frames[None]
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4) or 0 in frames.shape:
+        raise imagebus.SlotError(
+            f"slot {bus_id!r}: expected uint8 frames (batch, height, width, 1|3|4), got "
+            f"{frames.dtype} {tuple(frames.shape)}")
+    batch, height, width, channels = (int(n) for n in frames.shape)
+    if batch > MAX_SLOT_FRAMES:
+        raise imagebus.SlotError(f"slot {bus_id!r}: {batch} frames is over the limit of {MAX_SLOT_FRAMES}")
+    if masks is not None:
+        masks = np.asarray(masks)
+        if masks.ndim == 2:
+            masks = masks[None]
+        if masks.dtype != np.uint8 or masks.ndim != 3 or masks.shape[0] not in (1, batch):
+            raise imagebus.SlotError(
+                f"slot {bus_id!r}: expected uint8 masks (1 or {batch}, height, width), got "
+                f"{masks.dtype} {tuple(masks.shape)}")
+        if masks.shape[1:] != (height, width):
+            raise imagebus.SlotError(
+                f"slot {bus_id!r}: mask is {masks.shape[2]}x{masks.shape[1]}, image is {width}x{height}")
+        if masks.shape[0] > 1 and bool((masks == masks[:1]).all()):
+            masks = masks[:1]  # the usual case: one mask painted for the whole batch
+    manifest = {
+        "format": SLOT_FORMAT, "version": SLOT_FORMAT_VERSION,
+        "frames": batch, "width": width, "height": height, "channels": channels,
+        "mask": masks is not None, "mask_frames": 0 if masks is None else int(masks.shape[0]),
+        "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+    def write_files(folder):
+        for index in range(batch):
+            imaging.write_png(os.path.join(folder, frame_file_name(index)), frames[index])
+        for index in range(0 if masks is None else masks.shape[0]):
+            imaging.write_png(os.path.join(folder, mask_file_name(index)), masks[index])
+        with open(os.path.join(folder, SLOT_MANIFEST), "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=1)
 
     try:
-        frames, mask = imagebus.read_slot(base, bus_id, read)
+        imagebus.publish(base, bus_id, write_files)
     except (imagebus.SlotIdError, imagebus.SlotError):
         raise
-    except FileNotFoundError as exc:
-        raise imagebus.SlotError(f"slot {bus_id!r} is empty or missing") from exc
-    except (imaging.ImagingError, OSError) as exc:
+    except (OSError, imaging.ImagingError, ValueError) as exc:
+        raise imagebus.SlotError(f"slot {bus_id!r}: could not publish: {exc}") from exc
+    return manifest
+
+
+def bus_save(base, bus_id, image: torch.Tensor, mask: torch.Tensor | None) -> None:
+    """Publish every frame of `image` (alpha kept) and its mask to slot `bus_id`, atomically."""
+    imagebus.validate_id(bus_id)
+    try:
+        frames = imaging.image_to_uint8(image)
+        masks = None if mask is None else imaging.mask_to_uint8(mask)
+    except imaging.ImagingError as exc:
+        raise imagebus.SlotError(f"slot {bus_id!r}: {exc}") from exc
+    bus_write(base, bus_id, frames, masks)
+
+
+def bus_read(base, bus_id, keep_data: bool = False) -> SlotContents:
+    """Read and check one consistent version of slot `bus_id`.
+
+    Raises SlotNotFound for a slot that does not exist or is empty, and SlotError
+    naming the slot for one that cannot be read: a corrupt or missing file, a
+    bad manifest, frames or a mask of another size.
+    """
+
+    def fail(message: str):
+        raise imagebus.SlotError(f"slot {bus_id!r}: {message}")
+
+    def read(reader: imagebus.SlotReader) -> SlotContents:
+        names = set(reader.names())
+        if SLOT_IMAGE not in names:
+            fail(f"{SLOT_IMAGE} is missing")
+        manifest = None
+        if SLOT_MANIFEST in names:
+            manifest = _parse_manifest(reader.read_bytes(SLOT_MANIFEST), bus_id)
+        frame_count = manifest["frames"] if manifest else 1
+        mask_count = (manifest["mask_frames"] if manifest else int(SLOT_MASK in names))
+        wanted = [frame_file_name(i) for i in range(frame_count)] + [mask_file_name(i) for i in range(mask_count)]
+        for name in wanted:
+            if name not in names:
+                fail(f"{name} is missing (the slot has {frame_count} frames and {mask_count} masks)")
+        contents = SlotContents(bus_id, None, None, manifest, data={} if keep_data else None)
+        frames, masks = [], []
+        for name in wanted + ([SLOT_MANIFEST] if manifest else []):
+            contents.files[name] = reader.stat(name)
+        for index, name in enumerate(wanted):
+            raw = reader.read_bytes(name)
+            if keep_data:
+                contents.data[name] = raw
+            try:
+                if index < frame_count:
+                    frames.append(imaging.read_image_pixels(raw))
+                else:
+                    masks.append(imaging.read_mask_pixels(raw))
+            except imaging.ImagingError as exc:
+                fail(f"{name} is not a readable image ({exc})")
+        if keep_data and manifest:
+            contents.data[SLOT_MANIFEST] = reader.read_bytes(SLOT_MANIFEST)
+        contents.frames, contents.masks = _check_pixels(bus_id, frames, masks, manifest)
+        return contents
+
+    try:
+        return imagebus.read_slot(base, bus_id, read)
+    except (imagebus.SlotIdError, imagebus.SlotError):
+        raise
+    except OSError as exc:
         raise imagebus.SlotError(f"slot {bus_id!r} cannot be read: {exc}") from exc
 
+
+def _check_pixels(bus_id, frames, masks, manifest):
     first = frames[0]
+    height, width = first.shape[:2]
     for index, frame in enumerate(frames[1:], start=1):
         if frame.shape != first.shape:
             raise imagebus.SlotError(
-                f"slot {bus_id!r}: frame {index} is {frame.shape[1]}x{frame.shape[0]}x{frame.shape[2]}, "
-                f"frame 0 is {first.shape[1]}x{first.shape[0]}x{first.shape[2]}")
-    height, width = first.shape[:2]
-    if mask is not None and mask.shape != (height, width):
-        raise imagebus.SlotError(
-            f"slot {bus_id!r}: mask.png is {mask.shape[1]}x{mask.shape[0]}, image.png is {width}x{height}")
-    image = imaging.uint8_to_image(np.stack(frames))
-    mask_tensor = None if mask is None else torch.from_numpy(mask.astype(np.float32) / 255.0)
-    return image, imaging.mask_batch(mask_tensor, len(frames), height, width)
+                f"slot {bus_id!r}: {frame_file_name(index)} is {frame.shape[1]}x{frame.shape[0]} with "
+                f"{frame.shape[2]} channels, {SLOT_IMAGE} is {width}x{height} with {first.shape[2]}")
+    for index, mask in enumerate(masks):
+        if mask.shape != (height, width):
+            raise imagebus.SlotError(
+                f"slot {bus_id!r}: {mask_file_name(index)} is {mask.shape[1]}x{mask.shape[0]}, "
+                f"{SLOT_IMAGE} is {width}x{height}")
+    stacked = np.stack(frames)
+    if manifest:
+        if (manifest["width"], manifest["height"]) != (width, height):
+            raise imagebus.SlotError(
+                f"slot {bus_id!r}: {SLOT_MANIFEST} says {manifest['width']}x{manifest['height']}, "
+                f"the frames are {width}x{height}")
+        channels = manifest["channels"]
+        if channels == 1 and first.shape[2] == 3:
+            stacked = stacked[..., :1]  # a 1-channel image was stored as a gray PNG
+        elif channels != first.shape[2]:
+            raise imagebus.SlotError(
+                f"slot {bus_id!r}: {SLOT_MANIFEST} says {channels} channels, the frames have {first.shape[2]}")
+    return stacked, (np.stack(masks) if masks else None)
 
 
-def _manifest_frames(raw: bytes, bus_id: str) -> int:
+def _parse_manifest(raw: bytes, bus_id: str) -> dict:
+    """slot.json, checked: every field the reader relies on present and sane, else SlotError naming the slot."""
+    def bad(why: str):
+        return imagebus.SlotError(f"slot {bus_id!r}: {SLOT_MANIFEST} is bad: {why}")
+
     try:
-        frames = json.loads(raw.decode("utf-8"))["frames"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise imagebus.SlotError(f"slot {bus_id!r}: {SLOT_MANIFEST} is unreadable: {exc}") from exc
-    if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= 100_000:
-        raise imagebus.SlotError(f"slot {bus_id!r}: {SLOT_MANIFEST} has a bad frame count {frames!r}")
-    return frames
+        manifest = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad(f"not JSON ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise bad(f"expected an object, got {type(manifest).__name__}")
+
+    def whole(key: str, low: int, high: int) -> int:
+        value = manifest.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise bad(f"{key} must be a whole number from {low} to {high}, got {value!r}")
+        return value
+
+    frames = whole("frames", 1, MAX_SLOT_FRAMES)
+    whole("width", 1, 1 << 20)
+    whole("height", 1, 1 << 20)
+    if manifest.get("channels") not in (1, 3, 4):
+        raise bad(f"channels must be 1, 3 or 4, got {manifest.get('channels')!r}")
+    if "mask_frames" in manifest:
+        mask_frames = whole("mask_frames", 0, frames)
+        if mask_frames not in (0, 1, frames):
+            raise bad(f"mask_frames must be 0, 1 or {frames}, got {mask_frames}")
+    else:
+        manifest["mask_frames"] = int(manifest.get("mask") is True)
+    return manifest
+
+
+def bus_load(base, bus_id) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slot `bus_id` -> (image (B,H,W,C), mask (B,H,W)); a slot without a mask gives zeros.
+
+    Raises SlotNotFound for an absent or empty slot and SlotError naming the slot for an unreadable one.
+    """
+    contents = bus_read(base, bus_id)
+    batch, height, width = contents.frames.shape[:3]
+    image = imaging.uint8_to_image(contents.frames)
+    masks = None
+    if contents.masks is not None:
+        masks = torch.from_numpy(contents.masks).to(torch.float32).div_(255.0)
+    return image, imaging.mask_batch(masks, batch, height, width)
 
 
 def resolve_source(base, image, get_id):
-    """(image, loaded mask or None): a wired image wins; else the get_id slot; else (None, None)."""
+    """(image, loaded mask or None): a wired image wins; else the get_id slot; else (None, None).
+
+    An absent or empty slot is (None, None); a slot that exists but cannot be read raises SlotError.
+    """
     if image is not None:
         return image, None
-    if get_id and imagebus.has(base, get_id):
+    if not get_id:
+        return None, None
+    try:
         return bus_load(base, get_id)
-    return None, None
+    except imagebus.SlotNotFound:
+        return None, None
 
 
 def validate_slot_ids(send_id, get_id) -> None:
-    """Both ids are "" (unused) or valid slot ids; otherwise the prompt fails naming the id."""
+    """Both ids are "" or None (unused) or valid slot ids; otherwise SlotIdError naming the id."""
     for label, value in (("send_id", send_id), ("get_id", get_id)):
         if value is None or value == "":
             continue
@@ -154,7 +301,10 @@ def validate_slot_ids(send_id, get_id) -> None:
 
 
 def slots_sent_and_got(prompt: dict | None) -> set[str]:
-    """Slot ids that one prompt both sends and gets: a race, since either gate may run first."""
+    """Slot ids that one prompt both sends and gets: a race, since ComfyUI may run the getter first.
+
+    A getter counts only if its image input is not linked (a linked image wins over the bus).
+    """
     if not isinstance(prompt, dict):
         return set()
     sent, got = set(), set()
@@ -164,9 +314,31 @@ def slots_sent_and_got(prompt: dict | None) -> set[str]:
         inputs = node.get("inputs") or {}
         if isinstance(inputs.get("send_id"), str) and inputs["send_id"]:
             sent.add(inputs["send_id"])
-        if isinstance(inputs.get("get_id"), str) and inputs["get_id"]:
+        if isinstance(inputs.get("get_id"), str) and inputs["get_id"] and inputs.get("image") is None:
             got.add(inputs["get_id"])
     return sent & got
+
+
+_warned_races: collections.OrderedDict = collections.OrderedDict()
+_warned_races_lock = threading.Lock()
+
+
+def warn_sent_and_got(prompt: dict | None, prompt_key, send_id, get_id) -> list[str]:
+    """Log once per prompt a warning naming each slot it both sends and gets; returns the ids warned now."""
+    racing = slots_sent_and_got(prompt) & {send_id, get_id}
+    warned = []
+    for slot in sorted(racing):
+        with _warned_races_lock:
+            if (prompt_key, slot) in _warned_races:
+                continue
+            _warned_races[(prompt_key, slot)] = True
+            while len(_warned_races) > 1024:
+                _warned_races.popitem(last=False)
+        log.warning("Image Gate: slot %r is both sent (send_id) and got (get_id) in one prompt; ComfyUI may "
+                    "run the getting gate first, which then loads the slot's previous contents (or nothing). "
+                    "Use the slot from a later run instead.", slot)
+        warned.append(slot)
+    return warned
 
 
 # --- previews --------------------------------------------------------------------------
@@ -238,25 +410,37 @@ class ImageGate:
         }
 
     @classmethod
+    def VALIDATE_INPUTS(cls, send_id="", get_id=""):
+        """Refuse a bad slot id when the prompt is queued, so nothing of it runs.
+
+        A linked id is not known yet here (ComfyUI passes None); run() checks it again.
+        """
+        try:
+            validate_slot_ids(send_id, get_id)
+        except imagebus.SlotIdError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
     def IS_CHANGED(cls, **_kwargs):
         return float("nan")  # a person decides each run: never serve a gate from the cache
 
     def run(self, routes, unique_id=None, image=None, send_id="", get_id="", prompt=None):
         from . import gates_compat as comfy
 
+        # Ids first: a bad one fails the prompt before anything is read, written or paused.
         validate_slot_ids(send_id, get_id)
         blocker = comfy.execution_blocker()
         base = comfy.gate_bus_base()
-        imagebus.sweep_staging(base)
-        for slot in sorted(slots_sent_and_got(prompt)):
-            if slot == get_id:
-                log.warning("Image Gate %s: slot %r is both sent and got in this prompt; ComfyUI may run "
-                            "the getter first and load the previous contents", unique_id, slot)
+        from_bus = image is None
+        if send_id or (from_bus and get_id):
+            imagebus.sweep_once(base)  # leftovers of a publish killed in an earlier run
+        warn_sent_and_got(prompt, comfy.current_prompt_id() or id(prompt), send_id, get_id)
 
         image, loaded_mask = resolve_source(base, image, get_id)
         if image is None:
             return (blocker,) * (1 + MAX_ROUTES)
-        source, slot = (SOURCE_INPUT, None) if loaded_mask is None else (SOURCE_BUS, get_id)
+        source, slot = (SOURCE_BUS, get_id) if from_bus else (SOURCE_INPUT, None)
 
         routes = max(1, min(int(routes), MAX_ROUTES))
         frames = imaging.image_to_uint8(image)

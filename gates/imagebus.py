@@ -1,23 +1,41 @@
 """Disk-backed image bus: named slots under ComfyUI's input/gate_bus/<id>/. Stdlib only.
 
 A slot is a folder holding image.png (frame 0), frame_0001.png ... for the rest
-of a batch, mask.png and slot.json. A publish writes a complete new folder
-beside the slot and swaps it in with one rename, so a reader sees the old slot
-or the new one, never a mix; a crash mid-publish leaves the old slot whole and
-a staging folder that the next sweep removes.
+of a batch, mask.png and slot.json (the file format lives in gate.py; this
+module only knows folders and atomic swaps).
+
+Safety rules, decided here once:
+- A slot id is 1 to 64 characters of A-Z a-z 0-9 _ . - that does not start with
+  "." or "-", does not end with ".", and is not a Windows device name (CON, NUL,
+  COM1, ...). Such an id cannot name "..", an absolute path, a separator or a
+  name that means something else on another system.
+- The gate_bus folder itself may be a symbolic link (an input folder on another
+  disk is a normal setup): it is resolved once. Inside it, a slot folder that is
+  a symbolic link (or Windows junction) is refused for reading, writing and
+  deleting, and so is any file inside a slot that is a link; a publish never
+  writes through an existing file, it only creates files in a folder it has
+  just made.
+- A publish writes a complete new folder beside the slot and swaps it in with
+  one atomic exchange (renameat2 on Linux, renamex_np on macOS), so a reader
+  sees the old slot or the new one, never a mix. A crash mid-publish leaves the
+  old slot whole and a hidden staging folder that `sweep_staging` removes.
+- A read pins one version of the slot (an open folder handle where the system
+  has them, else a before/after identity check) and retries on the new version
+  if a publish swapped it meanwhile.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import errno
 import os
 import secrets
 import shutil
-import unicodedata
-from collections.abc import Callable, Iterator
+import stat
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .constants import (
@@ -29,10 +47,20 @@ from .constants import (
 
 # Windows maps these names to devices in any folder, with or without an extension.
 _RESERVED_NAMES = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} | {
-    f"{stem}{n}" for stem in ("COM", "LPT") for n in list("123456789") + ["¹", "²", "³"]
+    f"{stem}{n}" for stem in ("COM", "LPT") for n in "123456789"
 }
 
-READ_RETRIES = 8
+# A read that keeps losing the race against publishes gives up after this many versions.
+READ_RETRIES = 64
+# Staging leftovers of a live process are kept this long; no publish takes an hour.
+STALE_STAGING_SECONDS = 3600
+
+# Staging folders carry the pid and a tag unique to this process, so a restart
+# that happens to get the same pid (containers) still recognises old leftovers.
+_PROCESS_TAG = secrets.token_hex(4)
+
+_WINDOWS = os.name == "nt"
+_FILE_ATTRIBUTE_REPARSE_POINT = 0x400
 
 
 class SlotIdError(ValueError):
@@ -43,6 +71,12 @@ class SlotError(OSError):
     """A slot that cannot be read or written; the message names the slot."""
 
 
+class SlotNotFound(SlotError):
+    """The slot does not exist or is empty: nothing was ever published to it."""
+
+
+# --- ids and paths --------------------------------------------------------------------
+
 def validate_id(bus_id) -> str:
     """Return `bus_id` if it is a safe slot id, else raise SlotIdError naming it."""
     if not isinstance(bus_id, str):
@@ -52,23 +86,49 @@ def validate_id(bus_id) -> str:
             f"invalid slot id {bus_id!r}: use 1 to 64 characters from A-Z a-z 0-9 _ . -, "
             "not starting with . or -")
     if bus_id.endswith("."):
+        # Windows drops a trailing dot, so "a." and "a" would be the same folder there.
         raise SlotIdError(f"invalid slot id {bus_id!r}: it may not end with a dot")
-    if bus_id.split(".", 1)[0].upper() in _RESERVED_NAMES:
-        raise SlotIdError(f"invalid slot id {bus_id!r}: {bus_id.split('.', 1)[0]} is a reserved device name")
-    if unicodedata.normalize("NFKC", bus_id) != bus_id:  # pragma: no cover - the pattern is ASCII only
-        raise SlotIdError(f"invalid slot id {bus_id!r}")
+    stem = bus_id.split(".", 1)[0]
+    if stem.upper() in _RESERVED_NAMES:
+        raise SlotIdError(f"invalid slot id {bus_id!r}: {stem} is a reserved device name on Windows")
     return bus_id
 
 
+def is_valid_id(name) -> bool:
+    try:
+        validate_id(name)
+    except SlotIdError:
+        return False
+    return True
+
+
+def _is_link(st: os.stat_result) -> bool:
+    """A symbolic link, or on Windows any reparse point (junctions are not symlinks to Python)."""
+    return stat.S_ISLNK(st.st_mode) or bool(getattr(st, "st_file_attributes", 0) & _FILE_ATTRIBUTE_REPARSE_POINT)
+
+
+def _lstat(path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None
+
+
+def bus_root(base) -> Path:
+    """The gate_bus folder with any symbolic link in its own path resolved."""
+    return Path(os.path.realpath(base))
+
+
 def bus_dir(base, bus_id) -> Path:
-    """The slot folder for a valid id; refuses an id or a symlink that would leave `base`."""
+    """The slot folder for a valid id; refuses an id or a link that would leave `base`."""
     validate_id(bus_id)
-    root = Path(os.path.realpath(base))
+    root = bus_root(base)
     slot = root / bus_id
-    if slot.is_symlink():
+    st = _lstat(slot)
+    if st is not None and _is_link(st):
         raise SlotIdError(f"slot {bus_id!r} is a symbolic link; slots must be real folders inside {root}")
-    if os.path.dirname(os.path.realpath(slot)) != str(root):
-        raise SlotIdError(f"slot {bus_id!r} resolves outside {root}")
     return slot
 
 
@@ -81,7 +141,8 @@ def mask_path(base, bus_id) -> Path:
 
 
 def has(base, bus_id) -> bool:
-    return image_path(base, bus_id).is_file()
+    """True if slot `bus_id` holds an image.png (whether it is readable is for the reader to say)."""
+    return _lstat(image_path(base, bus_id)) is not None
 
 
 def ensure_dir(base, bus_id) -> Path:
@@ -91,22 +152,23 @@ def ensure_dir(base, bus_id) -> Path:
 
 
 def list_ids(base) -> list[str]:
-    """Sorted ids of the slots that hold an image; empty and half-written folders are left out."""
+    """Sorted ids of the slots that hold an image; empty, linked, staging and foreign folders are left out."""
     try:
-        entries = os.scandir(base)
+        entries = list(os.scandir(base))
     except (FileNotFoundError, NotADirectoryError):
         return []
     ids = []
-    with entries:
-        for entry in entries:
-            name = entry.name
-            if name[0] == "." or not SLOT_ID_PATTERN.fullmatch(name):
+    for entry in entries:
+        if not is_valid_id(entry.name):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or _is_link(entry.stat(follow_symlinks=False)):
                 continue
-            try:
-                if entry.is_dir(follow_symlinks=False) and os.path.isfile(os.path.join(entry.path, SLOT_IMAGE)):
-                    ids.append(name)
-            except OSError:
-                continue
+            image = _lstat(os.path.join(entry.path, SLOT_IMAGE))
+        except OSError:
+            continue
+        if image is not None and stat.S_ISREG(image.st_mode):
+            ids.append(entry.name)
     ids.sort()
     return ids
 
@@ -114,19 +176,32 @@ def list_ids(base) -> list[str]:
 def delete_id(base, bus_id) -> bool:
     """Remove a slot at once (readers see it whole or gone); True if it existed."""
     slot = bus_dir(base, bus_id)
-    if not slot.exists():
+    if _lstat(slot) is None:
         return False
-    doomed = Path(os.path.realpath(base)) / _staging_name(bus_id, "rm")
+    doomed = slot.parent / _staging_name(bus_id, "rm")
     try:
-        os.rename(slot, doomed)
+        _rename_retrying(slot, doomed)
     except FileNotFoundError:
         return False
-    shutil.rmtree(doomed, ignore_errors=True)
+    _remove(doomed)
     return True
 
 
+# --- publishing -----------------------------------------------------------------------
+
 def _staging_name(bus_id: str, kind: str) -> str:
-    return f"{SLOT_STAGING_PREFIX}{kind}-{os.getpid()}-{secrets.token_hex(6)}-{bus_id}"
+    return f"{SLOT_STAGING_PREFIX}{kind}-{os.getpid()}-{_PROCESS_TAG}-{secrets.token_hex(6)}-{bus_id}"
+
+
+def _parse_staging_name(name: str) -> tuple[str, int, str, str] | None:
+    """(kind, pid, process tag, slot id) of a staging folder name, or None for anything else."""
+    if not name.startswith(SLOT_STAGING_PREFIX):
+        return None
+    parts = name[len(SLOT_STAGING_PREFIX):].split("-", 4)
+    if len(parts) != 5 or not parts[1].isdigit():
+        return None
+    kind, pid, tag, _random, bus_id = parts
+    return kind, int(pid), tag, bus_id
 
 
 def publish(base, bus_id, write_files: Callable[[Path], None]) -> Path:
@@ -146,16 +221,34 @@ def publish(base, bus_id, write_files: Callable[[Path], None]) -> Path:
         _fsync_tree(staging)
         _swap_in(staging, slot)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging)
         raise
-    shutil.rmtree(staging, ignore_errors=True)  # now holds the previous slot, if there was one
+    _remove(staging)  # now holds the previous slot, if there was one
     _fsync_dir(root)
     return slot
 
 
+def _remove(path: Path) -> None:
+    """Remove a folder tree, or a file or link, without ever following a link; errors ignored."""
+    st = _lstat(path)
+    if st is None:
+        return
+    if stat.S_ISDIR(st.st_mode) and not _is_link(st):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    try:
+        if _WINDOWS and stat.S_ISDIR(st.st_mode):
+            os.rmdir(path)  # a junction: removes the link, not its target
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 def _fsync_tree(folder: Path) -> None:
+    flags = os.O_RDWR | getattr(os, "O_BINARY", 0) if _WINDOWS else os.O_RDONLY
     for entry in os.scandir(folder):
-        fd = os.open(entry.path, os.O_RDONLY)
+        fd = os.open(entry.path, flags)
         try:
             os.fsync(fd)
         finally:
@@ -164,6 +257,7 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def _fsync_dir(folder: Path) -> None:
+    """Make the folder's entries durable where the system allows opening folders (not Windows)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -176,50 +270,71 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-_RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+_LINUX_RENAME_EXCHANGE = 2
+_MACOS_RENAME_SWAP = 2
 
 
-def _load_renameat2():
-    if not hasattr(os, "uname") or os.uname().sysname != "Linux":
+def _load_exchange() -> Callable[[bytes, bytes], int] | None:
+    """A C function that swaps two paths atomically, or None where the system has none."""
+    if _WINDOWS or not hasattr(os, "uname"):
         return None
+    system = os.uname().sysname
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.renameat2
+        if system == "Linux":
+            fn = libc.renameat2
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            fn.restype = ctypes.c_int
+            return lambda a, b: fn(_AT_FDCWD, a, _AT_FDCWD, b, _LINUX_RENAME_EXCHANGE)
+        if system == "Darwin":
+            fn = libc.renamex_np
+            fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
+            fn.restype = ctypes.c_int
+            return lambda a, b: fn(a, b, _MACOS_RENAME_SWAP)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
+    return None
 
 
-_renameat2 = _load_renameat2()
+_exchange_fn = _load_exchange()
 
 
 def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step (Linux renameat2); False where the system cannot."""
-    if _renameat2 is None:
+    """Swap two paths in one step; False where the system (or file system) cannot."""
+    if _exchange_fn is None:
         return False
-    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+    if _exchange_fn(os.fsencode(a), os.fsencode(b)) == 0:
         return True
     err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
         return False
     if err == errno.ENOENT:
         raise FileNotFoundError(err, os.strerror(err), str(b))
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _rename_retrying(src: Path, dst: Path) -> None:
+    """os.rename, retried briefly on Windows, where a folder with a file open in it cannot be renamed."""
+    for attempt in range(40 if _WINDOWS else 1):
+        try:
+            os.rename(src, dst)
+            return
+        except PermissionError:
+            if not _WINDOWS or attempt == 39:
+                raise
+            time.sleep(0.05)
+
+
 def _swap_in(staging: Path, slot: Path) -> None:
     """Put `staging` in place of `slot`; afterwards `staging` holds the old slot (or nothing)."""
     for _ in range(READ_RETRIES):
-        if not os.path.lexists(slot):
+        if _lstat(slot) is None:
             try:
                 os.rename(staging, slot)
-                staging.mkdir()  # keep the caller's contract: staging exists and is removable
                 return
             except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EACCES) or _lstat(slot) is None:
                     raise
                 continue  # another publisher created the slot first: exchange with it
         try:
@@ -227,104 +342,238 @@ def _swap_in(staging: Path, slot: Path) -> None:
                 return
         except FileNotFoundError:
             continue  # the slot was deleted meanwhile: rename into place
-        # No atomic exchange here: move the old slot aside, then the new one in.
+        # No atomic exchange here: move the old slot aside, then the new one in. A reader in
+        # between sees no slot; a crash in between leaves the old slot under a name that
+        # sweep_staging renames back.
         aside = slot.parent / _staging_name(slot.name, "old")
         try:
-            os.rename(slot, aside)
+            _rename_retrying(slot, aside)
         except FileNotFoundError:
             continue
-        os.rename(staging, slot)
+        try:
+            os.rename(staging, slot)
+        except OSError:
+            os.rename(aside, slot)
+            raise
         os.rename(aside, staging)
         return
     raise SlotError(f"slot {slot.name!r}: could not swap in the new files (too much contention)")
 
 
-@contextlib.contextmanager
-def _open_dir(path: Path) -> Iterator[int]:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
-    try:
-        yield fd
-    finally:
-        os.close(fd)
+# --- reading --------------------------------------------------------------------------
+
+_DIR_FD_READS = (
+    not _WINDOWS
+    and hasattr(os, "O_DIRECTORY")
+    and os.open in os.supports_dir_fd
+    and os.stat in os.supports_dir_fd
+    and os.listdir in os.supports_fd
+)
 
 
 class SlotReader:
-    """Reads files of one version of a slot, pinned by an open folder handle."""
+    """Reads the files of one version of a slot. Links inside the slot are refused."""
 
-    def __init__(self, dir_fd: int, bus_id: str):
-        self._fd = dir_fd
+    def __init__(self, bus_id: str, folder: Path, dir_fd: int | None = None):
         self.bus_id = bus_id
+        self.folder = folder
+        self._fd = dir_fd
+
+    def names(self) -> list[str]:
+        return sorted(os.listdir(self._fd if self._fd is not None else self.folder))
+
+    def stat(self, name: str) -> os.stat_result:
+        if self._fd is not None:
+            return os.stat(name, dir_fd=self._fd, follow_symlinks=False)
+        return os.lstat(self.folder / name)
 
     def exists(self, name: str) -> bool:
         try:
-            os.stat(name, dir_fd=self._fd, follow_symlinks=False)
+            self.stat(name)
             return True
         except FileNotFoundError:
             return False
 
     def read_bytes(self, name: str) -> bytes:
-        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0), dir_fd=self._fd)
+        st = self.stat(name)
+        if _is_link(st):
+            raise SlotError(f"slot {self.bus_id!r}: {name} is a symbolic link; slot files must be real files")
+        if not stat.S_ISREG(st.st_mode):
+            raise SlotError(f"slot {self.bus_id!r}: {name} is not a regular file")
+        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            if self._fd is not None:
+                fd = os.open(name, flags, dir_fd=self._fd)
+            else:
+                fd = os.open(self.folder / name, flags)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # swapped for a link after the check above
+                raise SlotError(f"slot {self.bus_id!r}: {name} is a symbolic link") from exc
+            raise
         with os.fdopen(fd, "rb") as handle:
             return handle.read()
 
 
-class _SlotVanished(Exception):
-    pass
+def _identity(st: os.stat_result | None) -> tuple | None:
+    return None if st is None else (st.st_dev, st.st_ino, st.st_ctime_ns)
+
+
+def _backoff(attempt: int) -> None:
+    if attempt >= 2:
+        time.sleep(min(0.001 * attempt, 0.05))
 
 
 def read_slot(base, bus_id, read: Callable[[SlotReader], object]):
-    """Run `read(reader)` on one consistent version of slot `bus_id`.
+    """Run `read(reader)` on one consistent version of slot `bus_id` and return its result.
 
-    A publish that swaps the slot mid-read makes the old version vanish; the
-    read is then retried on the new one, so the result never mixes versions.
-    Raises FileNotFoundError when the slot has no image.
+    If a publish swaps the slot while `read` runs (a file vanishes, or `read`
+    fails on a version that is no longer the slot), `read` runs again on the
+    new version, so the result never mixes versions and a concurrent publish
+    is never reported as a broken slot. Raises SlotNotFound when the slot does
+    not exist or is empty.
     """
     slot = bus_dir(base, bus_id)
-    for _ in range(READ_RETRIES):
-        try:
-            with _open_dir(slot) as fd:
-                reader = SlotReader(fd, bus_id)
-                if not reader.exists(SLOT_IMAGE):
-                    raise FileNotFoundError(errno.ENOENT, f"slot {bus_id!r} has no {SLOT_IMAGE}", str(slot))
-                try:
-                    return read(reader)
-                except FileNotFoundError as exc:
-                    raise _SlotVanished() from exc
-        except _SlotVanished:
-            continue
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise SlotIdError(f"slot {bus_id!r} is a symbolic link") from exc
-            if exc.errno == errno.ENOENT and not isinstance(exc, FileNotFoundError):
-                raise FileNotFoundError(exc.errno, f"slot {bus_id!r} does not exist", str(slot)) from exc
-            raise
+    for attempt in range(READ_RETRIES):
+        _backoff(attempt)
+        if _DIR_FD_READS:
+            outcome = _read_pinned(slot, bus_id, read)
+        else:
+            outcome = _read_checked(slot, bus_id, read)
+        if outcome is not _CHANGED:
+            return outcome
     raise SlotError(f"slot {bus_id!r}: kept changing while being read")
 
 
-def sweep_staging(base) -> int:
-    """Remove staging folders left by publishes whose process is gone; returns how many."""
-    removed = 0
+_CHANGED = object()
+
+
+def _not_found(bus_id: str, slot: Path) -> SlotNotFound:
+    return SlotNotFound(errno.ENOENT, f"slot {bus_id!r} does not exist or is empty", str(slot))
+
+
+def _read_pinned(slot: Path, bus_id: str, read):
     try:
-        entries = list(os.scandir(base))
+        fd = os.open(slot, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise _not_found(bus_id, slot) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SlotIdError(f"slot {bus_id!r} is a symbolic link") from exc
+        if exc.errno == errno.ENOTDIR:
+            raise SlotError(exc.errno, f"slot {bus_id!r} is not a folder", str(slot)) from exc
+        raise
+    try:
+        reader = SlotReader(bus_id, slot, fd)
+        try:
+            if not reader.names():
+                if _identity(os.fstat(fd)) == _identity(_lstat(slot)):
+                    raise _not_found(bus_id, slot)
+                return _CHANGED
+            return read(reader)
+        except SlotNotFound:
+            raise
+        except Exception:
+            # A version swapped out mid-read is being deleted file by file: retry on the new one.
+            if _identity(os.fstat(fd)) != _identity(_lstat(slot)):
+                return _CHANGED
+            raise
+    finally:
+        os.close(fd)
+
+
+def _read_checked(slot: Path, bus_id: str, read):
+    """Where folders cannot be held open: read by path and check that the folder stayed the same one."""
+    before = _lstat(slot)
+    if before is None:
+        raise _not_found(bus_id, slot)
+    if _is_link(before):
+        raise SlotIdError(f"slot {bus_id!r} is a symbolic link")
+    if not stat.S_ISDIR(before.st_mode):
+        raise SlotError(errno.ENOTDIR, f"slot {bus_id!r} is not a folder", str(slot))
+    reader = SlotReader(bus_id, slot)
+    try:
+        if not reader.names():
+            if _identity(before) == _identity(_lstat(slot)):
+                raise _not_found(bus_id, slot)
+            return _CHANGED
+        result = read(reader)
+    except SlotNotFound:
+        raise
+    except Exception:
+        if _identity(before) != _identity(_lstat(slot)):
+            return _CHANGED
+        raise
+    if _identity(before) != _identity(_lstat(slot)):
+        return _CHANGED
+    return result
+
+
+# --- leftovers ------------------------------------------------------------------------
+
+def sweep_staging(base) -> int:
+    """Clean up after publishes and deletes whose process died; returns how many entries it handled.
+
+    A staging folder of a live process is left alone (it is mid-publish) unless it
+    is hours old. A slot moved aside by a publish that died before putting the new
+    one in place is moved back; everything else is removed.
+    """
+    handled = 0
+    root = bus_root(base)
+    try:
+        entries = list(os.scandir(root))
     except OSError:
         return 0
+    now = time.time()
     for entry in entries:
-        if not entry.name.startswith(SLOT_STAGING_PREFIX):
+        parsed = _parse_staging_name(entry.name)
+        if parsed is None:
+            if entry.name.startswith(SLOT_STAGING_PREFIX):
+                _remove(Path(entry.path))  # unparseable: not from this version, and never a slot
+                handled += 1
             continue
-        parts = entry.name[len(SLOT_STAGING_PREFIX):].split("-", 3)
-        pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
-        if pid is not None and pid != os.getpid() and _process_alive(pid):
+        kind, pid, tag, bus_id = parsed
+        if pid == os.getpid() and tag == _PROCESS_TAG:
+            continue  # a publish running in this process right now
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
             continue
-        if pid == os.getpid():
+        if pid != os.getpid() and _process_alive(pid) and age < STALE_STAGING_SECONDS:
             continue
-        shutil.rmtree(entry.path, ignore_errors=True)
-        removed += 1
-    return removed
+        path = Path(entry.path)
+        if kind == "old" and is_valid_id(bus_id) and _lstat(root / bus_id) is None:
+            try:
+                os.rename(path, root / bus_id)
+                handled += 1
+                continue
+            except OSError:
+                pass
+        _remove(path)
+        handled += 1
+    return handled
+
+
+_swept: set[str] = set()
+_swept_lock = threading.Lock()
+
+
+def sweep_once(base) -> int:
+    """`sweep_staging` the first time this process uses `base`; later calls do nothing."""
+    key = str(bus_root(base))
+    with _swept_lock:
+        if key in _swept:
+            return 0
+        _swept.add(key)
+    return sweep_staging(base)
 
 
 def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if _WINDOWS:
+        return _windows_process_alive(pid)
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0 only checks; on Windows os.kill would terminate, hence the branch above
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -332,3 +581,19 @@ def _process_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def _windows_process_alive(pid: int) -> bool:  # pragma: no cover - Windows only
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    process_query_limited_information = 0x1000
+    still_active = 259
+    handle = kernel32.OpenProcess(process_query_limited_information, False, pid)
+    if not handle:
+        return ctypes.get_last_error() == 5  # access denied: it exists
+    try:
+        code = ctypes.c_ulong()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == still_active
+    finally:
+        kernel32.CloseHandle(handle)
