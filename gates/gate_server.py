@@ -80,14 +80,15 @@ def _guarded(handler):
     return guarded
 
 
-def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = None) -> dict:
-    """The route handlers, bound to a GateBus and a way to find the slot folder."""
+def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = None,
+                  max_body: int = MAX_REQUEST_BYTES) -> dict:
+    """The route handlers, bound to a GateBus, a way to find the slot folder and a body size limit."""
 
     async def pending(_request):
         return web.json_response({"pending": bus.pending()})
 
     async def choose(request):
-        body = await _read_json(request)
+        body = await _read_json(request, max_body)
         token = body.get("token")
         pause = bus.get(token)
         route = validate_route(body.get("route"), pause.routes)
@@ -101,7 +102,7 @@ def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = Non
         return web.json_response({"ok": True, "token": token, "route": route})
 
     async def cancel(request):
-        body = await _read_json(request)
+        body = await _read_json(request, max_body)
         token = body.get("token")
         bus.cancel(token)
         return web.json_response({"ok": True, "token": token, "route": None})
