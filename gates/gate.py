@@ -347,10 +347,15 @@ def save_previews(frames: np.ndarray, folder: str) -> list[dict]:
     """Write each uint8 frame as a PNG in ComfyUI's temp folder; entries as /view expects them."""
     stem = f"{PREVIEW_PREFIX}_{secrets.token_hex(8)}"
     images = []
-    for index, frame in enumerate(frames):
-        name = f"{stem}_{index:03d}.png"
-        imaging.write_png(os.path.join(folder, name), frame, imaging.PREVIEW_COMPRESS_LEVEL)
-        images.append({"filename": name, "subfolder": "", "type": "temp"})
+    os.makedirs(folder, exist_ok=True)  # ComfyUI deletes temp/ at start and only savers recreate it
+    try:
+        for index, frame in enumerate(frames):
+            name = f"{stem}_{index:03d}.png"
+            images.append({"filename": name, "subfolder": "", "type": "temp"})
+            imaging.write_png(os.path.join(folder, name), frame, imaging.PREVIEW_COMPRESS_LEVEL)
+    except BaseException:
+        remove_previews(images, folder)  # a failed run leaves no half set of previews behind
+        raise
     return images
 
 
