@@ -1,0 +1,313 @@
+// The Image Gate's in-node panel: a get_id slot picker, and while the gate waits the
+// preview (every frame), the mask painting tools, one button per route and Cancel.
+// It only renders and reports; image_gate.js talks to the server.
+
+import { MaskPainter } from "./mask_painter.js";
+
+// Heights (CSS px) of the panel's fixed rows, so the node can ask for enough room
+// before the panel is laid out.
+const ROW = { slotBar: 26, hint: 24, head: 22, frames: 50, tools: 28, routes: 34, gap: 6, pad: 8 };
+const MIN_STAGE = 120;
+const PREFERRED_STAGE = 300;
+
+function el(tag, props = {}, children = []) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props)) {
+        if (key === "class") node.className = value;
+        else if (key === "text") node.textContent = value;
+        else if (key === "dataset") Object.assign(node.dataset, value);
+        else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+        else if (value !== undefined && value !== null) node.setAttribute(key, value);
+    }
+    for (const child of [].concat(children)) {
+        if (child !== null && child !== undefined) node.append(child);
+    }
+    return node;
+}
+
+export function previewURL(image, apiURL) {
+    const query = new URLSearchParams({
+        filename: image.filename, subfolder: image.subfolder ?? "", type: image.type ?? "temp",
+    });
+    return apiURL(`/view?${query}`);
+}
+
+export class GatePanel {
+    /**
+     * @param {object} hooks
+     * @param {(route: number, mask: string|null) => void} hooks.onChoose
+     * @param {() => void} hooks.onCancel
+     * @param {(id: string) => void} hooks.onPickSlot
+     * @param {() => void} hooks.onOpenPicker
+     * @param {(route: number) => string} hooks.routeLabel
+     * @param {(path: string) => string} hooks.apiURL
+     */
+    constructor(hooks) {
+        this.hooks = hooks;
+        this.entry = null;
+        this.frame = 0;
+        this.busy = false;
+        this.slotIds = [];
+        this.element = el("div", { class: "dsg-gate", dataset: { state: "idle" } });
+        this.#buildSlotBar();
+        this.hint = el("div", { class: "dsg-hint", text: "waiting for an image…" });
+        this.#buildPause();
+        this.element.append(this.slotBar, this.hint, this.pause);
+        this.fitObserver = new ResizeObserver(() => this.#fitStage());
+        this.fitObserver.observe(this.viewport);
+    }
+
+    get waiting() {
+        return this.entry !== null;
+    }
+
+    minHeight() {
+        if (!this.waiting) return ROW.pad + ROW.slotBar + ROW.gap + ROW.hint;
+        return this.#fixedPauseHeight() + MIN_STAGE;
+    }
+
+    /** The height this panel would like for the preview at `width`: the image fitted, within bounds. */
+    preferredHeight(width) {
+        if (!this.waiting) return this.minHeight();
+        const { width: w, height: h } = this.entry;
+        const stage = Math.min(PREFERRED_STAGE, Math.max(MIN_STAGE, ((width - 2 * ROW.pad) * h) / Math.max(w, 1)));
+        return this.#fixedPauseHeight() + Math.round(stage);
+    }
+
+    #fixedPauseHeight() {
+        const frames = this.entry && this.entry.frames > 1 ? ROW.frames + ROW.gap : 0;
+        return 2 * ROW.pad + ROW.slotBar + ROW.head + ROW.tools + ROW.routes + frames + 5 * ROW.gap + 18;
+    }
+
+    // --- the get_id picker --------------------------------------------------------------
+
+    #buildSlotBar() {
+        this.slotSelect = el("select", {
+            class: "dsg-slot-pick",
+            title: "Pick a disk bus slot for get_id (the list is refreshed each time it is opened). "
+                + "get_id itself stays free text: type any id above.",
+            "aria-label": "pick a bus slot for get_id",
+            onchange: () => {
+                const id = this.slotSelect.value;
+                if (id) this.hooks.onPickSlot(id);
+                this.#syncSlotSelection(id);
+            },
+        });
+        // Opening the list (mouse or keyboard) refreshes it from the server.
+        for (const type of ["pointerdown", "focus"]) {
+            this.slotSelect.addEventListener(type, () => this.hooks.onOpenPicker());
+        }
+        this.slotBar = el("label", { class: "dsg-slotbar" }, [
+            el("span", { class: "dsg-slotbar-label", text: "get_id slot" }), this.slotSelect]);
+        this.setSlots([], "");
+    }
+
+    /** Show `ids` in the picker; `current` is the get_id widget's value. */
+    setSlots(ids, current) {
+        const same = ids.length === this.slotIds.length && ids.every((id, i) => id === this.slotIds[i]);
+        if (!same || !this.slotSelect.options.length) {
+            this.slotIds = [...ids];
+            const options = [el("option", { value: "", text: ids.length ? "pick a slot…" : "no slots published yet" })];
+            for (const id of ids) options.push(el("option", { value: id, text: id }));
+            this.slotSelect.replaceChildren(...options);
+        }
+        this.#syncSlotSelection(current);
+    }
+
+    #syncSlotSelection(current) {
+        this.slotSelect.value = this.slotIds.includes(current) ? current : "";
+    }
+
+    // --- the pause ----------------------------------------------------------------------
+
+    #buildPause() {
+        this.title = el("span", { class: "dsg-title", text: "Choose a route" });
+        this.meta = el("span", { class: "dsg-meta" });
+        this.source = el("span", { class: "dsg-source" });
+        const head = el("div", { class: "dsg-head" }, [
+            el("span", { class: "dsg-dot" }), this.title, this.source, this.meta]);
+
+        this.image = el("img", { class: "dsg-img", alt: "gate preview", draggable: "false" });
+        this.maskCanvas = el("canvas", { class: "dsg-mask" });
+        this.cursor = el("div", { class: "dsg-cursor" });
+        this.stage = el("div", { class: "dsg-stage" }, [this.image, this.maskCanvas, this.cursor]);
+        this.viewport = el("div", { class: "dsg-viewport" }, [this.stage]);
+        this.painter = new MaskPainter(this.maskCanvas, this.cursor);
+
+        this.frames = el("div", { class: "dsg-frames", role: "tablist", "aria-label": "frames of the batch" });
+
+        this.brushButton = el("button", {
+            class: "dsg-tool", type: "button", title: "Brush: paint the mask",
+            "aria-pressed": "true", text: "Brush", onclick: () => this.#setTool("brush"),
+        });
+        this.eraserButton = el("button", {
+            class: "dsg-tool", type: "button", title: "Eraser: remove painted mask",
+            "aria-pressed": "false", text: "Eraser", onclick: () => this.#setTool("eraser"),
+        });
+        this.sizeInput = el("input", {
+            class: "dsg-size", type: "range", min: "1", max: "64", value: "24",
+            title: "Brush size, in image pixels", "aria-label": "brush size",
+            oninput: () => this.#setSize(Number(this.sizeInput.value)),
+        });
+        this.sizeValue = el("span", { class: "dsg-value" });
+        this.opacityInput = el("input", {
+            class: "dsg-opacity", type: "range", min: "10", max: "100", value: "55",
+            title: "Mask opacity on screen (the mask sent is unaffected)", "aria-label": "mask opacity",
+            oninput: () => this.#setOpacity(Number(this.opacityInput.value)),
+        });
+        const clearButton = el("button", {
+            class: "dsg-tool dsg-clear", type: "button", title: "Clear the painted mask", text: "Clear",
+            onclick: () => this.painter.clear(),
+        });
+        const tools = el("div", { class: "dsg-tools" }, [
+            el("span", { class: "dsg-segment" }, [this.brushButton, this.eraserButton]),
+            el("label", { class: "dsg-range", title: "Brush size, in image pixels" }, [
+                el("span", { text: "Size" }), this.sizeInput, this.sizeValue]),
+            el("label", { class: "dsg-range", title: "Mask opacity on screen" }, [
+                el("span", { text: "Opacity" }), this.opacityInput]),
+            clearButton,
+        ]);
+
+        this.status = el("div", { class: "dsg-status", role: "status" });
+        this.routeButtons = el("div", { class: "dsg-route-buttons" });
+        this.cancelButton = el("button", {
+            class: "dsg-cancel", type: "button", text: "Cancel",
+            title: "Stop this run here (Esc while the node is selected)",
+            onclick: () => this.hooks.onCancel(),
+        });
+        const routes = el("div", { class: "dsg-routes" }, [this.routeButtons, this.cancelButton]);
+
+        this.pause = el("div", { class: "dsg-pause" }, [head, this.viewport, this.frames, tools, this.status, routes]);
+        this.#setOpacity(55);
+    }
+
+    /** Show a waiting gate. The same pause shown again keeps its painted mask and frame. */
+    showPause(entry) {
+        const same = this.entry && this.entry.token === entry.token;
+        this.entry = entry;
+        this.element.dataset.state = "waiting";
+        this.element.dataset.token = entry.token;
+        if (same) return;
+
+        this.busy = false;
+        this.frame = 0;
+        this.status.textContent = "";
+        const frames = Math.max(1, entry.frames ?? entry.images.length);
+        this.meta.textContent = `${entry.width}×${entry.height}` + (frames > 1 ? ` · ${frames} frames` : "");
+        this.source.textContent = entry.source === "bus" && entry.slot ? `from slot ${entry.slot}` : "";
+        this.source.hidden = !this.source.textContent;
+
+        this.painter.reset(entry.width, entry.height);
+        const longest = Math.max(entry.width, entry.height);
+        this.sizeInput.max = String(Math.max(8, Math.round(longest / 4)));
+        this.#setSize(Math.max(2, Math.round(longest / 24)));
+        this.#setTool("brush");
+
+        this.#buildFrames(entry);
+        this.#showFrame(0);
+        this.#buildRouteButtons(entry.routes);
+        this.#fitStage();
+    }
+
+    showIdle(note = "") {
+        this.entry = null;
+        this.busy = false;
+        this.element.dataset.state = "idle";
+        delete this.element.dataset.token;
+        this.hint.textContent = note || "waiting for an image…";
+        this.image.removeAttribute("src");
+        this.frames.replaceChildren();
+        this.routeButtons.replaceChildren();
+    }
+
+    /** Route labels follow what is wired to each output, so refresh them when links change. */
+    refreshRouteLabels() {
+        for (const button of this.routeButtons.querySelectorAll("button[data-route]")) {
+            const label = this.hooks.routeLabel(Number(button.dataset.route));
+            const span = button.querySelector(".dsg-route-label");
+            span.textContent = label;
+            span.hidden = !label;
+        }
+    }
+
+    setBusy(busy) {
+        this.busy = busy;
+        for (const button of this.element.querySelectorAll(".dsg-routes button")) button.disabled = busy;
+    }
+
+    setError(message) {
+        this.status.textContent = message;
+    }
+
+    mask() {
+        return this.painter.toDataURL();
+    }
+
+    #buildRouteButtons(count) {
+        const buttons = [];
+        for (let route = 1; route <= count; route++) {
+            const button = el("button", {
+                class: "dsg-route", type: "button", dataset: { route: String(route) },
+                title: `Send the image down route_${route}` + (route <= 9 ? ` (key ${route})` : ""),
+                onclick: () => {
+                    if (!this.busy) this.hooks.onChoose(route, this.mask());
+                },
+            }, [el("span", { class: "dsg-route-number", text: String(route) }),
+                el("span", { class: "dsg-route-label" })]);
+            buttons.push(button);
+        }
+        this.routeButtons.replaceChildren(...buttons);
+        this.routeButtons.style.setProperty("--dsg-route-count", String(count));
+        this.refreshRouteLabels();
+    }
+
+    #buildFrames(entry) {
+        const images = entry.images ?? [];
+        this.frames.hidden = images.length <= 1;
+        this.frames.replaceChildren(...images.map((image, index) => el("button", {
+            class: "dsg-frame", type: "button", role: "tab", title: `Frame ${index + 1} of ${images.length}`
+                + " (the mask applies to every frame)",
+            dataset: { frame: String(index) },
+            onclick: () => this.#showFrame(index),
+        }, [el("img", { src: previewURL(image, this.hooks.apiURL), alt: `frame ${index + 1}`, draggable: "false" }),
+            el("span", { text: String(index + 1) })])));
+    }
+
+    #showFrame(index) {
+        const images = this.entry?.images ?? [];
+        if (!images.length) return;
+        this.frame = Math.max(0, Math.min(index, images.length - 1));
+        this.image.src = previewURL(images[this.frame], this.hooks.apiURL);
+        this.image.dataset.frame = String(this.frame);
+        for (const button of this.frames.children) {
+            button.setAttribute("aria-selected", String(Number(button.dataset.frame) === this.frame));
+        }
+    }
+
+    #setTool(tool) {
+        this.painter.tool = tool;
+        this.brushButton.setAttribute("aria-pressed", String(tool === "brush"));
+        this.eraserButton.setAttribute("aria-pressed", String(tool === "eraser"));
+    }
+
+    #setSize(size) {
+        this.painter.size = size;
+        this.sizeInput.value = String(size);
+        this.sizeValue.textContent = `${size}px`;
+    }
+
+    #setOpacity(percent) {
+        this.maskCanvas.style.opacity = String(percent / 100);
+    }
+
+    /** Fit the image into the viewport, keeping its aspect ratio (the mask canvas follows). */
+    #fitStage() {
+        if (!this.entry) return;
+        const width = this.viewport.clientWidth;
+        const height = this.viewport.clientHeight;
+        if (!width || !height) return;
+        const scale = Math.min(width / this.entry.width, height / this.entry.height);
+        this.stage.style.width = `${Math.max(1, Math.floor(this.entry.width * scale))}px`;
+        this.stage.style.height = `${Math.max(1, Math.floor(this.entry.height * scale))}px`;
+    }
+}
