@@ -347,7 +347,7 @@ def save_previews(frames: np.ndarray, folder: str) -> list[dict]:
     """Write each uint8 frame as a PNG in ComfyUI's temp folder; entries as /view expects them."""
     stem = f"{PREVIEW_PREFIX}_{secrets.token_hex(8)}"
     images = []
-    os.makedirs(folder, exist_ok=True)  # ComfyUI deletes temp/ at start and only savers recreate it
+    os.makedirs(folder, exist_ok=True)  # temp/ can be deleted while ComfyUI runs; its savers recreate it too
     try:
         for index, frame in enumerate(frames):
             name = f"{stem}_{index:03d}.png"

@@ -87,7 +87,7 @@ class FakeComfy:
     """Just enough of ComfyUI for ImageGate.run: folders, broadcast, interrupt flag, blocker, prompt id."""
 
     def __init__(self, root, prompt_id: str | None = "prompt-42"):
-        self.temp = os.path.join(root, "temp")  # not created: ComfyUI deletes temp/ at start
+        self.temp = os.path.join(root, "temp")  # not created: temp/ may have been deleted under ComfyUI
         self.input = os.path.join(root, "input")
         os.makedirs(self.input)
         self.events: list[tuple[str, dict]] = []
