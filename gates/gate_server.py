@@ -51,6 +51,8 @@ async def _read_json(request: web.Request, limit: int = MAX_REQUEST_BYTES) -> di
     raw = b"".join(chunks)
     try:
         body = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise BadRequest("body is not valid JSON: nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

@@ -245,7 +245,7 @@ BAD_BODIES = {
     "JSON null": (b"null", 400, ["JSON object"]),
     "a JSON string": (b'"choose"', 400, ["JSON object", "str"]),
     "a JSON number": (b"2", 400, ["JSON object", "int"]),
-    "deeply nested JSON": (b"[" * 100_000 + b"]" * 100_000, 400, []),
+    "deeply nested JSON": (b"[" * 100_000 + b"]" * 100_000, 400, ["not valid JSON", "nested too deeply"]),
 }
 
 
