@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     except imagebus.SlotIdError as exc:
         code, message = EXIT_BAD_ID, str(exc)
     except imagebus.SlotNotFound as exc:
-        code, message = EXIT_NO_SLOT, exc.strerror or str(exc)
+        code, message = EXIT_NO_SLOT, str(exc)
     except imagebus.SlotError as exc:
         code, message = EXIT_BAD_SLOT, str(exc)
     except OSError as exc:

@@ -448,7 +448,7 @@ _CHANGED = object()
 
 
 def _not_found(bus_id: str, slot: Path) -> SlotNotFound:
-    return SlotNotFound(errno.ENOENT, f"slot {bus_id!r} does not exist or is empty", str(slot))
+    return SlotNotFound(f"slot {bus_id!r} does not exist or is empty ({slot})")
 
 
 def _read_pinned(slot: Path, bus_id: str, read):
@@ -457,10 +457,11 @@ def _read_pinned(slot: Path, bus_id: str, read):
     except FileNotFoundError:
         raise _not_found(bus_id, slot) from None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise SlotIdError(f"slot {bus_id!r} is a symbolic link") from exc
-        if exc.errno == errno.ENOTDIR:
-            raise SlotError(exc.errno, f"slot {bus_id!r} is not a folder", str(slot)) from exc
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            st = _lstat(slot)
+            if exc.errno == errno.ELOOP or (st is not None and _is_link(st)):
+                raise SlotIdError(f"slot {bus_id!r} is a symbolic link") from exc
+            raise SlotError(f"slot {bus_id!r} is not a folder") from exc
         raise
     try:
         reader = SlotReader(bus_id, slot, fd)
@@ -469,7 +470,7 @@ def _read_pinned(slot: Path, bus_id: str, read):
                 if _identity(os.fstat(fd)) == _identity(_lstat(slot)):
                     raise _not_found(bus_id, slot)
                 return _CHANGED
-            return read(reader)
+            result = read(reader)
         except SlotNotFound:
             raise
         except Exception:
@@ -477,6 +478,11 @@ def _read_pinned(slot: Path, bus_id: str, read):
             if _identity(os.fstat(fd)) != _identity(_lstat(slot)):
                 return _CHANGED
             raise
+        # Still the slot after the read: then it was the slot all along (a version swapped out
+        # never comes back), so no file of it was being deleted while it was read.
+        if _identity(os.fstat(fd)) != _identity(_lstat(slot)):
+            return _CHANGED
+        return result
     finally:
         os.close(fd)
 
@@ -489,7 +495,7 @@ def _read_checked(slot: Path, bus_id: str, read):
     if _is_link(before):
         raise SlotIdError(f"slot {bus_id!r} is a symbolic link")
     if not stat.S_ISDIR(before.st_mode):
-        raise SlotError(errno.ENOTDIR, f"slot {bus_id!r} is not a folder", str(slot))
+        raise SlotError(f"slot {bus_id!r} is not a folder")
     reader = SlotReader(bus_id, slot)
     try:
         if not reader.names():
