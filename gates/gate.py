@@ -440,6 +440,9 @@ class ImageGate:
         from_bus = image is None
         if send_id or (from_bus and get_id):
             imagebus.sweep_once(base)  # leftovers of a publish killed in an earlier run
+        if send_id:
+            # A send_id slot that is a link out of gate_bus must fail now, not after a person has chosen.
+            imagebus.bus_dir(base, send_id)
         warn_sent_and_got(prompt, comfy.current_prompt_id() or id(prompt), send_id, get_id)
 
         image, loaded_mask = resolve_source(base, image, get_id)
