@@ -301,22 +301,25 @@ def validate_slot_ids(send_id, get_id) -> None:
 
 
 def slots_sent_and_got(prompt: dict | None) -> set[str]:
-    """Slot ids that one prompt both sends and gets: a race, since ComfyUI may run the getter first.
+    """Slot ids that one gate of a prompt sends and another gets: a race, since ComfyUI may run the getter first.
 
-    A getter counts only if its image input is not linked (a linked image wins over the bus).
+    A getter counts only if its image input is not linked (a linked image wins over the bus). One gate
+    that gets and sends the same id is no race: it loads before it pauses and publishes after.
     """
     if not isinstance(prompt, dict):
         return set()
-    sent, got = set(), set()
-    for node in prompt.values():
+    senders: dict[str, set] = collections.defaultdict(set)
+    getters: dict[str, set] = collections.defaultdict(set)
+    for node_id, node in prompt.items():
         if not isinstance(node, dict) or node.get("class_type") != NODE_ID:
             continue
         inputs = node.get("inputs") or {}
-        if isinstance(inputs.get("send_id"), str) and inputs["send_id"]:
-            sent.add(inputs["send_id"])
-        if isinstance(inputs.get("get_id"), str) and inputs["get_id"] and inputs.get("image") is None:
-            got.add(inputs["get_id"])
-    return sent & got
+        send_id, get_id = inputs.get("send_id"), inputs.get("get_id")
+        if isinstance(send_id, str) and send_id:
+            senders[send_id].add(node_id)
+        if isinstance(get_id, str) and get_id and inputs.get("image") is None:
+            getters[get_id].add(node_id)
+    return {slot for slot, nodes in getters.items() if any(senders.get(slot, set()) - {getter} for getter in nodes)}
 
 
 _warned_races: collections.OrderedDict = collections.OrderedDict()

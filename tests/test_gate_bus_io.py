@@ -257,10 +257,15 @@ def _gate(send="", get="", image_linked=False):
 def test_slots_sent_and_got_finds_the_race():
     prompt = {"1": {"class_type": "EmptyImage", "inputs": {}}, "2": _gate(send="cp1", image_linked=True),
               "3": _gate(get="cp1"), "4": _gate(send="cp2"), "5": _gate(get="cp3"),
-              "6": _gate(send="cp4", get="cp4")}
-    assert gate.slots_sent_and_got(prompt) == {"cp1", "cp4"}
+              "6": _gate(send="cp4", get="cp4"), "7": _gate(send="cp5", get="cp5"), "8": _gate(get="cp5")}
+    assert gate.slots_sent_and_got(prompt) == {"cp1", "cp5"}
     assert gate.slots_sent_and_got(None) == set()
     assert gate.slots_sent_and_got({"x": "junk", "y": {"class_type": "DataseteImageGate"}}) == set()
+
+
+def test_one_gate_that_gets_and_sends_the_same_id_is_no_race():
+    """The "ignore on the normal path" gate: it loads before it pauses and publishes after the choice."""
+    assert gate.slots_sent_and_got({"2": _gate(send="cp1", get="cp1")}) == set()
 
 
 def test_a_getter_with_an_image_wired_is_no_race():
