@@ -101,6 +101,7 @@ function fitNode(node, panel) {
 function syncNode(node, note = "") {
     const panel = panels.get(node);
     if (!panel) return;
+    panel.element.dataset.nodeId = String(node.id); // lets scripts and tests find a node's panel
     const entry = pauses.get(String(node.id));
     const shownBefore = panel.entry?.token ?? null;
     if (entry) panel.showPause(entry);
