@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 import uuid
 
 import numpy as np
 import pytest
 from bus_testkit import HOSTILE_IDS, snapshot
+from comfy_server import REPO_ROOT
 from PIL import Image
 
 from gates.constants import NODE_ID, ROUTE_BUS_LIST, ROUTE_CANCEL, ROUTE_CHOOSE
@@ -351,3 +353,97 @@ def test_a_corrupt_slot_fails_the_run_naming_it(server):
     assert history["status"]["status_str"] == "error"
     assert f"slot {slot!r}" in execution_error(history) and "frame_0001.png" in execution_error(history)
     assert history["outputs"] == {} and server.pending() == []
+
+
+# --- the example workflow, through the real frontend ------------------------------------------
+
+EXAMPLE = REPO_ROOT / "example_workflows" / "gate_bus_restart.json"
+
+
+def prompt_from_page(page) -> dict:
+    """The API prompt the frontend builds from the graph on screen (muted and bypassed nodes handled by it)."""
+    return page.evaluate("async () => (await window.app.graphToPrompt()).output")
+
+
+def set_modes(page, modes: dict[int, int]) -> None:
+    page.evaluate("""modes => {
+        for (const [id, mode] of Object.entries(modes)) window.app.graph.getNodeById(Number(id)).mode = mode;
+        window.app.graph.setDirtyCanvas(true, true);
+    }""", {str(k): v for k, v in modes.items()})
+
+
+def close_to(pixels: np.ndarray, expected: np.ndarray) -> bool:
+    """Equal within 1: SaveImage truncates 255 * x, so an inverted 8-bit value can land one below."""
+    return pixels.shape == expected.shape and int(np.abs(pixels.astype(int) - expected).max()) <= 1
+
+
+def run_from_page(page, server, gate_id: str, expect_source: str) -> dict:
+    """Queue the graph as the Run button does, pass its one gate on route 1; the finished history."""
+    page.evaluate("() => window.app.queuePrompt(0, 1)")
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        entries = [e for e in server.pending() if e["node_id"] == gate_id]
+        if entries:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"gate {gate_id} did not pause:\n{server.log_tail()}")
+    assert entries[0]["source"] == expect_source
+    if expect_source == "bus":
+        assert entries[0]["slot"] == "restart_point"
+    choose(server, entries[0]["token"], 1)
+    history = server.wait_done(entries[0]["prompt_id"], SETTLE_SECONDS)
+    assert history["status"]["status_str"] == "success", history["status"]
+    return history
+
+
+@pytest.mark.browser
+def test_the_example_workflow_publishes_then_restarts_from_the_gate_point(server):
+    from browser_helpers import launch_chromium, open_comfy, prepare_frontend
+    from conftest import chromium_path
+    from playwright.sync_api import sync_playwright
+
+    from gates import imagebus
+
+    imagebus.delete_id(server.bus_dir, "restart_point")
+    workflow = json.loads(EXAMPLE.read_text())
+    colour = next(n for n in workflow["nodes"] if n["id"] == 1)["widgets_values"][3]
+    inverted = np.broadcast_to(255 - np.array(rgb(colour), np.uint8), (576, 768, 3))  # refine: x1.5, invert
+    prepare_frontend(server)
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright, chromium_path())
+        try:
+            page = open_comfy(browser.new_context(viewport={"width": 1600, "height": 1000}), server)
+            errors = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.evaluate("workflow => window.app.loadGraphData(workflow)", workflow)
+            assert page.evaluate("() => window.app.graph.nodes.length") == len(workflow["nodes"])
+
+            # Normal run: the restart path is muted, the gate gets its image from Generate and publishes.
+            prompt = prompt_from_page(page)
+            assert sorted(prompt, key=int) == ["1", "2", "3", "4", "5", "6"]
+            assert prompt["2"]["inputs"]["image"] == ["1", 0]
+            assert (prompt["2"]["inputs"]["send_id"], prompt["2"]["inputs"]["get_id"]) == ("restart_point",) * 2
+            history = run_from_page(page, server, "2", "input")
+            assert close_to(saved(server, history, "5")[0], inverted)
+            assert "restart_point" in server.get_json(ROUTE_BUS_LIST)["ids"]
+
+            # Mute or bypass Generate: the gate's image is absent, so it restarts from the slot.
+            for mode in (4, 2):
+                set_modes(page, {1: mode})
+                prompt = prompt_from_page(page)
+                assert "1" not in prompt and "image" not in prompt["2"]["inputs"]
+            history = run_from_page(page, server, "2", "bus")
+            assert close_to(saved(server, history, "5")[0], inverted)
+            assert saved(server, history, "6") == []
+
+            # The separate restart path, with the normal row muted.
+            set_modes(page, {**{n: 2 for n in range(1, 7)}, **{n: 0 for n in range(7, 11)}})
+            prompt = prompt_from_page(page)
+            assert sorted(prompt, key=int) == ["7", "8", "9", "10"]
+            assert "image" not in prompt["7"]["inputs"] and prompt["7"]["inputs"]["get_id"] == "restart_point"
+            history = run_from_page(page, server, "7", "bus")
+            assert close_to(saved(server, history, "10")[0], inverted)
+            assert not [e for e in errors if "datasete" in e.lower() or "dsg" in e.lower()]
+        finally:
+            browser.close()
