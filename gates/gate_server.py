@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import imagebus, imaging
 from .constants import (
@@ -40,14 +41,19 @@ async def _read_json(request: web.Request, limit: int = MAX_REQUEST_BYTES) -> di
     if length is not None and length > limit:
         raise BadRequest(f"request body of {length} bytes is over the limit of {limit} bytes")
     chunks, size = [], 0
-    while True:
-        chunk = await request.content.read(65536)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        while True:
+            chunk = await request.content.read(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise BadRequest(f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except (web.RequestPayloadError, HttpProcessingError, ConnectionResetError) as exc:
+        # A body that lies about its length or compression, or a client gone mid-body, is the
+        # client's fault: a plain 400, not a logged server failure.
+        raise BadRequest(f"request body could not be read: {exc}") from None
     raw = b"".join(chunks)
     try:
         body = json.loads(raw.decode("utf-8"))
