@@ -91,8 +91,6 @@ def bus_write(base, bus_id, frames: np.ndarray, masks: np.ndarray | None) -> dic
     """Publish uint8 frames (B,H,W,C) and masks (1 or B,H,W) to slot `bus_id` atomically; returns the manifest."""
     imagebus.validate_id(bus_id)
     frames = np.asarray(frames)
-    if frames.ndim == 3:
-        frames = frames[..., None] if frames.shape[-1] not in (1, 3, 4) else frames[None]
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4) or 0 in frames.shape:
         raise imagebus.SlotError(
             f"slot {bus_id!r}: expected uint8 frames (batch, height, width, 1|3|4), got "
