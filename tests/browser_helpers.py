@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 from comfy_server import REPO_ROOT, ComfyServer
@@ -59,11 +60,16 @@ def dismiss_dialogs(page, rounds: int = 5) -> None:
     raise AssertionError("a frontend dialog would not close")
 
 
-def open_comfy(context, server: ComfyServer, errors: list | None = None):
-    """A new tab on the real ComfyUI page, ready to use; page errors are collected into `errors`."""
+def open_comfy(context, server: ComfyServer, errors: list | None = None, before_load=None):
+    """A new tab on the real ComfyUI page, ready to use; page errors are collected into `errors`.
+
+    `before_load(page)` runs before the page is opened (to route its websocket, say).
+    """
     page = context.new_page()
     if errors is not None:
         page.on("pageerror", lambda error: errors.append(str(error)))
+    if before_load is not None:
+        before_load(page)
     page.goto(server.url)
     wait_ready(page)
     return page
@@ -207,6 +213,27 @@ class NewOutputs:
 
     def all(self) -> list[Path]:
         return sorted(p for p in self.folder.rglob("*.png") if p not in self.before)
+
+
+def drop_websocket_events(page, event_type: str) -> None:
+    """Relay the page's websocket to the server, leaving out the messages of one event type."""
+
+    def route(socket):
+        server_side = socket.connect_to_server()
+
+        def to_page(message):
+            if isinstance(message, str):
+                try:
+                    if json.loads(message).get("type") == event_type:
+                        return
+                except ValueError:
+                    pass
+            socket.send(message)
+
+        server_side.on_message(to_page)
+        socket.on_message(lambda message: server_side.send(message))
+
+    page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
 
 
 class ChooseRequests:

@@ -24,6 +24,7 @@ from browser_helpers import (
     NewOutputs,
     click_empty_canvas,
     click_node_title,
+    drop_websocket_events,
     example_workflow,
     launch_chromium,
     load_workflow,
@@ -247,6 +248,27 @@ def test_a_reloaded_page_and_a_second_tab_show_the_waiting_gate(server, context,
     assert (read_gray(mask) == 0).all(), "with no mask painted the mask output is black"
 
 
+def test_a_tab_that_missed_the_resolution_clears_its_stale_pause_on_the_servers_answer(
+        server, context, page_errors):
+    page = open_example(context, server, page_errors)
+    outputs = NewOutputs(server.output_dir)
+    entry = queue_and_wait(page, server)
+    # A second tab whose websocket loses every resolved event, as over a flaky connection.
+    stale = open_comfy(context, server, page_errors,
+                       before_load=lambda tab: drop_websocket_events(tab, "datasete_gate.resolved"))
+    wait_paused(stale, entry["token"])
+
+    panel(page).locator("button[data-route='1']").click()
+    assert server.wait_done(entry["prompt_id"])["status"]["status_str"] == "success"
+    wait_idle(page)
+    assert panel(stale).get_attribute("data-state") == "waiting", "the stale tab was meant to miss the event"
+
+    panel(stale).locator("button[data-route='2']").click()  # the server answers 409: already decided
+    wait_idle(stale)
+    assert "already answered" in panel(stale).locator(".dsg-hint").inner_text()
+    assert len(outputs.of("gate_route1")) == 1 and outputs.of("gate_route2") == []
+
+
 def test_keys_choose_and_cancel_while_the_node_is_selected(server, context, page_errors):
     page = open_example(context, server, page_errors)
     requests = ChooseRequests(page)
@@ -290,6 +312,26 @@ def test_keys_choose_and_cancel_while_the_node_is_selected(server, context, page
     assert "execution_interrupted" in status_messages(history)
     wait_idle(page)
     assert outputs.all() == []
+
+
+def test_after_a_server_restart_the_page_reconnects_drops_the_lost_pause_and_gates_again(
+        fresh_comfy, context, page_errors):
+    server = fresh_comfy.start()
+    prepare_frontend(server)
+    page = open_example(context, server, page_errors)
+    first = queue_and_wait(page, server)
+
+    server.stop()  # the waiting prompt dies with the server
+    server.start()
+    wait_idle(page, timeout_ms=120_000)  # on "reconnected" the page asks /pending, which is empty now
+
+    outputs = NewOutputs(server.output_dir)
+    entry = queue_and_wait(page, server)
+    assert entry["token"] != first["token"]
+    panel(page).locator("button[data-route='2']").click()
+    assert server.wait_done(entry["prompt_id"])["status"]["status_str"] == "success"
+    [routed] = outputs.of("gate_route2")
+    assert_is_the_picture(read_rgb(routed))
 
 
 def test_a_batch_shows_every_frame_and_cancel_stops_the_run(server, context, page_errors):
