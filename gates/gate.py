@@ -342,6 +342,25 @@ def warn_sent_and_got(prompt: dict | None, prompt_key, send_id, get_id) -> list[
     return warned
 
 
+def sweep_bus_at_start() -> int:
+    """When ComfyUI loads the pack: clean up after publishes killed mid-way by a crash or a kill.
+
+    Without this the staging folders of a killed publish stay until some gate next uses the bus.
+    Outside ComfyUI (tests, tools) there is no input folder, and nothing to sweep.
+    """
+    try:
+        from .gates_compat import gate_bus_base
+
+        base = gate_bus_base()
+    except ImportError:
+        return 0
+    try:
+        return imagebus.sweep_once(base)
+    except OSError as exc:
+        log.warning("Image Gate: could not sweep leftovers in %s: %s", base, exc)
+        return 0
+
+
 # --- previews --------------------------------------------------------------------------
 
 def save_previews(frames: np.ndarray, folder: str) -> list[dict]:
