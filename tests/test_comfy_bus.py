@@ -246,7 +246,8 @@ def test_get_after_a_full_restart_on_the_same_base_directory(fresh_comfy):
     assert len(masks) == 2 and all(np.array_equal(m[..., 0], painted) for m in masks)
 
 
-def test_a_crash_leftover_is_swept_at_the_first_bus_use_after_a_restart(fresh_comfy):
+def test_a_crash_leftover_is_swept_after_a_restart(fresh_comfy):
+    """Swept when the pack loads or, at the latest, at the first use of the bus; the slots stay whole."""
     server = fresh_comfy.start()
     publish(server, "kept", [0x0A0B0C])
     server.stop()
@@ -254,10 +255,33 @@ def test_a_crash_leftover_is_swept_at_the_first_bus_use_after_a_restart(fresh_co
     leftover.mkdir()
     (leftover / "image.png").write_bytes(b"half a publish")
     server.start()
-    assert leftover.exists()
     publish(server, "other", [0x0C0B0A])
     assert not leftover.exists()
+    assert sorted(p.name for p in server.bus_dir.iterdir()) == ["kept", "other"]
     assert np.array_equal(slot_pixels(server, "kept", "image.png"), flat(0x0A0B0C))
+
+
+def test_a_slot_put_from_the_command_line_is_gated_by_the_running_server(server, tmp_path):
+    """python -m gates.bus writes into the server's input folder; the next run gets it, no restart needed."""
+    import subprocess
+    import sys
+
+    slot, colours = new_slot(), [0xC08040, 0x4080C0]
+    for index, colour in enumerate(colours):
+        Image.new("RGB", (WIDTH, HEIGHT), rgb(colour)).save(tmp_path / f"f{index}.png")
+    Image.fromarray(stripes(), "L").save(tmp_path / "mask.png")
+    done = subprocess.run([sys.executable, "-m", "gates.bus", "--input-dir", str(server.input_dir), "put", slot,
+                           str(tmp_path / "f0.png"), str(tmp_path / "f1.png"), "--mask", str(tmp_path / "mask.png")],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert slot in server.get_json(ROUTE_BUS_LIST)["ids"]
+    prompt_id = server.queue(gate_prompt(new_tag(), None, get_id=slot))
+    entry = pause_of(server, prompt_id)
+    assert entry["source"] == "bus" and entry["frames"] == 2
+    choose(server, entry["token"], 1)
+    history = server.wait_done(prompt_id, SETTLE_SECONDS)
+    assert [f.tolist() for f in saved(server, history, "21")] == [flat(c).tolist() for c in colours]
+    assert all(np.array_equal(m[..., 0], stripes()) for m in saved(server, history, "31"))
 
 
 # --- no-ops ----------------------------------------------------------------------------------
