@@ -67,7 +67,7 @@ def open_comfy(context, server: ComfyServer, errors: list | None = None, before_
     """
     page = context.new_page()
     if errors is not None:
-        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("pageerror", lambda error: errors.append(f"{error}\n{error.stack or ''}"))
     if before_load is not None:
         before_load(page)
     page.goto(server.url)
