@@ -42,7 +42,9 @@ def free_port() -> int:
 class ComfyServer:
     """One ComfyUI process on 127.0.0.1 with its own --base-directory and this pack installed."""
 
-    def __init__(self, base_dir: Path | None = None, port: int | None = None):
+    def __init__(self, base_dir: Path | None = None, port: int | None = None,
+                 input_directory: Path | None = None):
+        """`input_directory` points ComfyUI's input folder elsewhere (--input-directory), e.g. at a mount."""
         paths = comfy_paths()
         if paths is None:
             raise RuntimeError(SKIP_REASON)
@@ -53,10 +55,11 @@ class ComfyServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         self.log_path = self.base_dir / "comfyui.log"
+        self.input_directory = Path(input_directory) if input_directory is not None else None
 
     @property
     def input_dir(self) -> Path:
-        return self.base_dir / "input"
+        return self.input_directory or self.base_dir / "input"
 
     @property
     def output_dir(self) -> Path:
@@ -83,6 +86,8 @@ class ComfyServer:
             "--base-directory", str(self.base_dir), "--disable-api-nodes", "--disable-auto-launch",
             "--database-url", f"sqlite:///{self.base_dir / 'comfyui.db'}",
         ]
+        if self.input_directory is not None:
+            command += ["--input-directory", str(self.input_directory)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, cwd=self.comfy_dir, stdout=self._log, stderr=subprocess.STDOUT,
