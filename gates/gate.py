@@ -119,10 +119,11 @@ def bus_write(base, bus_id, frames: np.ndarray, masks: np.ndarray | None) -> dic
     }
 
     def write_files(folder):
-        for index in range(batch):
-            imaging.write_png(os.path.join(folder, frame_file_name(index)), frames[index])
-        for index in range(0 if masks is None else masks.shape[0]):
-            imaging.write_png(os.path.join(folder, mask_file_name(index)), masks[index])
+        # Frames and masks are encoded two at a time (the encoders release the GIL).
+        imaging.write_pngs(
+            [(os.path.join(folder, frame_file_name(index)), frames[index]) for index in range(batch)]
+            + [(os.path.join(folder, mask_file_name(index)), masks[index])
+               for index in range(0 if masks is None else masks.shape[0])])
         with open(os.path.join(folder, SLOT_MANIFEST), "w", encoding="utf-8") as handle:
             json.dump(manifest, handle, indent=1)
 
@@ -266,9 +267,7 @@ def bus_load(base, bus_id) -> tuple[torch.Tensor, torch.Tensor]:
     contents = bus_read(base, bus_id)
     batch, height, width = contents.frames.shape[:3]
     image = imaging.uint8_to_image(contents.frames)
-    masks = None
-    if contents.masks is not None:
-        masks = torch.from_numpy(contents.masks).to(torch.float32).div_(255.0)
+    masks = None if contents.masks is None else imaging.uint8_to_image(contents.masks)
     return image, imaging.mask_batch(masks, batch, height, width)
 
 
