@@ -151,26 +151,110 @@ def ensure_dir(base, bus_id) -> Path:
     return slot
 
 
+# Folder listings of gate_bus, reused while the folder itself is unchanged. A
+# listing is only kept once the folder's mtime is older than the file system's
+# timestamp step, so a change in the same tick as the scan can never hide behind
+# an equal mtime: 0.1 s where mtimes have sub-second digits (the kernel's clock
+# tick is at most 10 ms), else 2 s (FAT's step; HFS+ and ext3 have 1 s).
+_LISTING_SETTLE_FINE_NS = 100_000_000
+_LISTING_SETTLE_COARSE_NS = 2_000_000_000
+_listing_cache: dict[str, tuple[tuple, list[str], frozenset]] = {}
+_listing_lock = threading.Lock()
+
+
 def list_ids(base) -> list[str]:
-    """Sorted ids of the slots that hold an image; empty, linked, staging and foreign folders are left out."""
+    """Sorted ids of the slots that hold an image; empty, linked, staging and foreign folders are left out.
+
+    The names of the candidate folders are cached per gate_bus folder and reused
+    while its identity, mtime and link count are unchanged (adding, removing or
+    renaming a folder in it changes them); whether each candidate holds
+    image.png is checked on every call, so an image written by hand into an
+    existing folder is listed at once.
+    """
+    key = os.fspath(base)
     try:
-        entries = list(os.scandir(base))
+        before = os.stat(key)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    ids = []
-    for entry in entries:
-        if not is_valid_id(entry.name):
-            continue
+    if not stat.S_ISDIR(before.st_mode):
+        return []
+    stamp = (before.st_dev, before.st_ino, before.st_mtime_ns, before.st_ctime_ns, before.st_nlink)
+    with _listing_lock:
+        cached = _listing_cache.get(key)
+    if cached is not None and cached[0] == stamp:
+        candidates, previous = cached[1], cached[2]
+    else:
+        started = time.time_ns()
         try:
-            if not entry.is_dir(follow_symlinks=False) or _is_link(entry.stat(follow_symlinks=False)):
-                continue
-            image = _lstat(os.path.join(entry.path, SLOT_IMAGE))
-        except OSError:
-            continue
-        if image is not None and stat.S_ISREG(image.st_mode):
-            ids.append(entry.name)
-    ids.sort()
+            candidates = _candidate_folders(key)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        previous = frozenset()
+        fine = before.st_mtime_ns % 1_000_000_000 != 0
+        settled = started - before.st_mtime_ns > (_LISTING_SETTLE_FINE_NS if fine else _LISTING_SETTLE_COARSE_NS)
+        if not settled:
+            with _listing_lock:
+                _listing_cache.pop(key, None)
+            return _holding_an_image(key, candidates, previous)
+    ids = _holding_an_image(key, candidates, previous)
+    with _listing_lock:
+        _listing_cache[key] = (stamp, candidates, frozenset(ids))
     return ids
+
+
+def _candidate_folders(base: str) -> list[str]:
+    """Sorted names of the real folders in `base` whose names are valid ids (no stat on Linux: d_type)."""
+    names = []
+    windows = os.name == "nt"
+    with os.scandir(base) as entries:
+        for entry in entries:
+            name = entry.name
+            if name[0] == "." or not is_valid_id(name):
+                continue  # staging folders start with "."
+            try:
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                if windows and _is_link(entry.stat(follow_symlinks=False)):
+                    continue  # a junction: free to check here, scandir already has the attributes
+            except OSError:
+                continue
+            names.append(name)
+    names.sort()
+    return names
+
+
+def _holding_an_image(base: str, candidates: list[str], previous: frozenset) -> list[str]:
+    """The candidates whose image.png is a regular file (not a link): one system call each.
+
+    Folders that held an image last time are lstat-ed directly; the others are first asked
+    with access(), which answers "no" without raising, so the common miss stays cheap.
+    """
+    suffix = os.sep + SLOT_IMAGE
+    if not (os.access in os.supports_dir_fd and os.lstat in os.supports_dir_fd):
+        ids = []
+        for name in candidates:
+            image = _lstat(os.path.join(base, name, SLOT_IMAGE))
+            if image is not None and stat.S_ISREG(image.st_mode):
+                ids.append(name)
+        return ids
+    try:
+        fd = os.open(base, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    try:
+        access, lstat, is_regular, present = os.access, os.lstat, stat.S_ISREG, os.F_OK
+        ids = []
+        for name in candidates:
+            if name not in previous and not access(name + suffix, present, dir_fd=fd):
+                continue
+            try:
+                if is_regular(lstat(name + suffix, dir_fd=fd).st_mode):
+                    ids.append(name)
+            except OSError:
+                continue
+        return ids
+    finally:
+        os.close(fd)
 
 
 def delete_id(base, bus_id) -> bool:
