@@ -142,7 +142,7 @@ def _foreign_pngs():
     palette_buffer = io.BytesIO()
     palette.save(palette_buffer, format="PNG", transparency=0)
     sixteen = io.BytesIO()
-    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(sixteen, format="PNG")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(sixteen, format="PNG")
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated: the EXIF orientation must be applied
     rotated = io.BytesIO()
