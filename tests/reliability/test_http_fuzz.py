@@ -44,3 +44,9 @@ def test_fuzz_the_pack_handlers_in_process():
 @pytest.mark.comfy
 def test_fuzz_a_real_comfyui(rel_comfy):
     http_fuzz.run_comfy(rel_comfy, gates=2, per_gate=120, seed_value=12, strict=True, oversize=False).assert_passed()
+
+
+@pytest.mark.comfy
+@pytest.mark.heavy
+def test_fuzz_a_real_comfyui_full_size(rel_comfy):
+    http_fuzz.run_comfy(rel_comfy, gates=20, per_gate=250, seed_value=13, strict=True).assert_passed()
