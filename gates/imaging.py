@@ -22,6 +22,7 @@ import binascii
 import io
 import os
 import struct
+import threading
 import weakref
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -64,18 +65,26 @@ _MAX_IDAT = (1 << 31) - 1
 # uint8 buffers made by image_to_uint8 / mask_to_uint8: each row has one spare
 # byte in front, where a PNG filter byte goes, so the encoder can filter the
 # frame in place instead of copying it.
-# Keyed by id(); arrays are unhashable, and the weak reference's callback drops the key.
-_PADDED_OWNERS: dict[int, weakref.ref] = {}
+# The owner is a flat array with one spare byte at the end, so every frame's rows can be
+# handed out as one buffer that starts after its first filter byte. Keyed by id() (arrays
+# are unhashable); the weak reference's callback drops the key.
+_PADDED_OWNERS: dict[int, tuple[weakref.ref, tuple[int, int, int]]] = {}
 
 
-def _remember_padded(owner: np.ndarray) -> None:
-    key = id(owner)
-    _PADDED_OWNERS[key] = weakref.ref(owner, lambda _ref, key=key: _PADDED_OWNERS.pop(key, None))
+def _new_padded(batch: int, height: int, row: int) -> np.ndarray:
+    """A (batch, height, row) uint8 array whose memory is a registered flat owner."""
+    flat = np.empty(batch * height * row + 1, np.uint8)
+    key = id(flat)
+    _PADDED_OWNERS[key] = (weakref.ref(flat, lambda _ref, key=key: _PADDED_OWNERS.pop(key, None)),
+                           (batch, height, row))
+    return flat[:-1].reshape(batch, height, row)
 
 
-def _is_padded(owner) -> bool:
-    ref = _PADDED_OWNERS.get(id(owner))
-    return ref is not None and ref() is owner
+def _padded_layout(owner) -> tuple[int, int, int] | None:
+    entry = _PADDED_OWNERS.get(id(owner))
+    if entry is None or entry[0]() is not owner:
+        return None
+    return entry[1]
 
 
 class ImagingError(ValueError):
@@ -117,9 +126,8 @@ def _float_to_padded_uint8(source: torch.Tensor) -> np.ndarray:
     """
     batch, height, width, channels = (int(n) for n in source.shape)
     row = width * channels
-    padded = np.empty((batch, height, 1 + row), np.uint8)
+    padded = _new_padded(batch, height, 1 + row)
     padded[:, :, 0] = _FILTER_UP
-    _remember_padded(padded)
     step = max(1, _CONVERT_CHUNK_FLOATS // max(1, row))
     scratch = np.empty((min(step, height), row), np.float32)
     source = source.detach()
@@ -195,9 +203,29 @@ def write_pngs(items, compress_level: int = BUS_COMPRESS_LEVEL, workers: int = 2
         return
     # Largest first, so the small mask never waits behind the big frame on one worker.
     items.sort(key=lambda item: -int(np.asarray(item[1]).size))
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        for future in [pool.submit(write_png, path, pixels, compress_level) for path, pixels in items]:
+    pool = _writer_pool(workers)
+    futures = [pool.submit(write_png, path, pixels, compress_level) for path, pixels in items]
+    try:
+        for future in futures:
             future.result()
+    finally:
+        for future in futures:  # never return while a file of this call is still being written
+            future.cancel()
+            if not future.cancelled():
+                future.exception()
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _writer_pool(workers: int) -> ThreadPoolExecutor:
+    """One long-lived pool per size: starting threads for every publish costs more than a small PNG."""
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datasete-png")
+        return pool
 
 
 def _fast_png_parts(pixels: np.ndarray, compress_level: int) -> list:
@@ -241,20 +269,28 @@ def _as_frame(pixels: np.ndarray) -> np.ndarray:
 
 def _padded_rows(frame: np.ndarray) -> np.ndarray | None:
     """The (H, 1+W*C) rows behind `frame` when it is one whole frame of our own padded buffer."""
+    found = _padded_frame(frame)
+    return None if found is None else found[0]
+
+
+def _padded_frame(frame: np.ndarray):
+    """(rows, buffer from the frame's first pixel to one byte past its last row) or None."""
     owner = frame.base
-    if owner is None or not _is_padded(owner) or not owner.flags.writeable:
+    layout = None if owner is None else _padded_layout(owner)
+    if layout is None or not owner.flags.writeable:
         return None
+    batch, owner_height, owner_row = layout
     height, width, channels = frame.shape
-    batch, owner_height, owner_row = owner.shape
     if (owner_height, owner_row) != (height, 1 + width * channels):
         return None
     if frame.strides[:2] != (owner_row, channels) or (channels > 1 and frame.strides[2] != 1):
         return None
     offset = frame.__array_interface__["data"][0] - owner.__array_interface__["data"][0] - 1
     frame_bytes = owner_height * owner_row
-    if offset < 0 or offset % frame_bytes:
+    if offset < 0 or offset % frame_bytes or offset // frame_bytes >= batch:
         return None
-    return owner[offset // frame_bytes]
+    rows = owner[offset:offset + frame_bytes].reshape(owner_height, owner_row)
+    return rows, memoryview(owner)[offset + 1:offset + frame_bytes + 1]
 
 
 def _up_filter_in_place(rows: np.ndarray) -> None:
@@ -294,11 +330,16 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 def _pil_from_array(pixels: np.ndarray) -> Image.Image:
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
-    if pixels.ndim == 2:
-        return Image.fromarray(pixels, mode="L")
-    if pixels.ndim == 3 and pixels.shape[2] in (3, 4):
-        return Image.fromarray(pixels, mode="RGB" if pixels.shape[2] == 3 else "RGBA")
-    raise ImagingError(f"cannot encode an array of shape {pixels.shape} as PNG")
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (3, 4)):
+        raise ImagingError(f"cannot encode an array of shape {pixels.shape} as PNG")
+    mode = "L" if pixels.ndim == 2 else ("RGB" if pixels.shape[2] == 3 else "RGBA")
+    found = _padded_frame(pixels if pixels.ndim == 3 else pixels[:, :, None])
+    if found is not None:
+        # Our padded buffer: hand Pillow the rows with their stride instead of a packed copy.
+        rows, data = found
+        height, width = pixels.shape[:2]
+        return Image.frombuffer(mode, (width, height), data, "raw", mode, rows.shape[1], 1)
+    return Image.fromarray(pixels, mode=mode)
 
 
 # --- decoding ------------------------------------------------------------------------------

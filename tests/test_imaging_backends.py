@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
-from gates import imagebus, imaging
+from gates import imaging
 
 BACKENDS = ["libdeflate", "pillow"]
 
@@ -201,57 +201,3 @@ def test_the_environment_variable_forces_pillow():
     done = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)), env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "pillow", done.stderr
-
-
-# --- list_ids under its cache -----------------------------------------------------------------
-
-@pytest.fixture
-def settled_bus(tmp_path, monkeypatch):
-    """A gate_bus whose listing the cache keeps at once (no waiting for the mtime to age)."""
-    monkeypatch.setattr(imagebus, "_LISTING_SETTLE_FINE_NS", -10**12)
-    monkeypatch.setattr(imagebus, "_LISTING_SETTLE_COARSE_NS", -10**12)
-    imagebus._listing_cache.clear()
-    base = tmp_path / "gate_bus"
-    base.mkdir()
-    for name in ("a", "b", "c"):
-        (base / name).mkdir()
-    (base / "a" / "image.png").write_bytes(b"x")
-    (base / ".staging-new-1-abc-a").mkdir()
-    (base / ".staging-new-1-abc-a" / "image.png").write_bytes(b"x")
-    yield base
-    imagebus._listing_cache.clear()
-
-
-def test_list_ids_sees_an_image_written_by_hand_into_an_existing_folder(settled_bus):
-    assert imagebus.list_ids(settled_bus) == ["a"]
-    assert str(settled_bus) in imagebus._listing_cache  # the next call is a cache hit
-    (settled_bus / "b" / "image.png").write_bytes(b"x")
-    assert imagebus.list_ids(settled_bus) == ["a", "b"]
-    (settled_bus / "a" / "image.png").unlink()
-    assert imagebus.list_ids(settled_bus) == ["b"]
-
-
-def test_list_ids_sees_new_removed_and_replaced_folders(settled_bus):
-    assert imagebus.list_ids(settled_bus) == ["a"]
-    (settled_bus / "d").mkdir()
-    (settled_bus / "d" / "image.png").write_bytes(b"x")
-    assert imagebus.list_ids(settled_bus) == ["a", "d"]
-    os.rename(settled_bus / "a", settled_bus / ".staging-rm-1-abc-a")
-    assert imagebus.list_ids(settled_bus) == ["d"]
-    (settled_bus / "c" / "image.png").symlink_to(settled_bus / "d" / "image.png")
-    (settled_bus / "e").mkdir()  # forces a rescan; c's linked image must still not count
-    assert imagebus.list_ids(settled_bus) == ["d"]
-    (settled_bus / "c" / "image.png").unlink()
-    (settled_bus / "c" / "image.png").mkdir()  # a folder named image.png is not an image
-    assert imagebus.list_ids(settled_bus) == ["d"]
-
-
-def test_list_ids_does_not_cache_a_folder_changed_within_the_timestamp_step(tmp_path):
-    imagebus._listing_cache.clear()
-    base = tmp_path / "gate_bus"
-    base.mkdir()
-    (base / "a").mkdir()
-    (base / "a" / "image.png").write_bytes(b"x")
-    assert imagebus.list_ids(base) == ["a"]
-    assert str(base) not in imagebus._listing_cache  # just changed: an equal mtime could hide a change
-    assert imagebus.list_ids(tmp_path / "missing") == []
