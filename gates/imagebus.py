@@ -151,25 +151,49 @@ def ensure_dir(base, bus_id) -> Path:
     return slot
 
 
-# Folder listings of gate_bus, reused while the folder itself is unchanged. A
-# listing is only kept once the folder's mtime is older than the file system's
-# timestamp step, so a change in the same tick as the scan can never hide behind
-# an equal mtime: 0.1 s where mtimes have sub-second digits (the kernel's clock
-# tick is at most 10 ms), else 2 s (FAT's step; HFS+ and ext3 have 1 s).
+# list_ids keeps, per gate_bus folder, the names of its candidate folders and whether each
+# held an image.png when last checked.
+# - The names are reused while gate_bus's identity, mtime and link count are unchanged (any
+#   folder added, removed or renamed in it changes them). They are only trusted once that
+#   mtime is older than the file system's timestamp step, so a change in the same tick as the
+#   scan cannot hide behind an equal mtime: 0.1 s where mtimes have sub-second digits (the
+#   kernel's clock tick is at most 10 ms), else 2 s (FAT's step; HFS+ and ext3 have 1 s).
+# - A folder that appeared since an earlier listing is checked on every call for a while,
+#   so a slot made by hand (mkdir, then image.png) is listed as soon as its image exists.
+# - Every folder is checked again at least every _LISTING_RECHECK_NS; between those checks an
+#   image.png added to or removed from an older folder by hand (not by the bus, whose publish
+#   and delete rename folders) can go unseen for up to that long. Checking 100,000 folders
+#   costs 100,000 system calls, which is what this saves on most calls.
 _LISTING_SETTLE_FINE_NS = 100_000_000
 _LISTING_SETTLE_COARSE_NS = 2_000_000_000
-_listing_cache: dict[str, tuple[tuple, list[str], frozenset]] = {}
+_LISTING_RECHECK_NS = 2_000_000_000
+_LISTING_FRESH_NS = 30_000_000_000
+
+
+class _Listing:
+    __slots__ = ("stamp", "names", "name_set", "holds", "fresh", "unknown", "checked_at", "id_set", "ids")
+
+    def __init__(self, stamp, names, name_set, holds, fresh, unknown, checked_at, id_set):
+        self.stamp = stamp            # None: rescan the names on the next call
+        self.names = names            # candidate folder names
+        self.name_set = name_set
+        self.holds = holds            # name -> held an image.png when last checked
+        self.fresh = fresh            # name -> when it first appeared (monotonic ns)
+        self.unknown = unknown        # names not checked yet
+        self.checked_at = checked_at  # when every name was last checked (monotonic ns)
+        self.id_set = id_set          # names that hold an image
+        self.ids = None               # sorted(id_set), while it does not change
+
+
+_listing_cache: dict[str, _Listing] = {}
 _listing_lock = threading.Lock()
 
 
 def list_ids(base) -> list[str]:
     """Sorted ids of the slots that hold an image; empty, linked, staging and foreign folders are left out.
 
-    The names of the candidate folders are cached per gate_bus folder and reused
-    while its identity, mtime and link count are unchanged (adding, removing or
-    renaming a folder in it changes them); whether each candidate holds
-    image.png is checked on every call, so an image written by hand into an
-    existing folder is listed at once.
+    Cached as described above _LISTING_RECHECK_NS: a call while nothing changed costs one
+    stat; a folder added, removed or renamed, or a slot made by hand, shows at once.
     """
     key = os.fspath(base)
     try:
@@ -180,54 +204,88 @@ def list_ids(base) -> list[str]:
         return []
     stamp = (before.st_dev, before.st_ino, before.st_mtime_ns, before.st_ctime_ns, before.st_nlink)
     with _listing_lock:
-        cached = _listing_cache.get(key)
-    if cached is not None and cached[0] == stamp:
-        candidates, previous = cached[1], cached[2]
-    else:
-        started = time.time_ns()
-        try:
-            candidates = _candidate_folders(key)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        previous = frozenset()
-        fine = before.st_mtime_ns % 1_000_000_000 != 0
-        settled = started - before.st_mtime_ns > (_LISTING_SETTLE_FINE_NS if fine else _LISTING_SETTLE_COARSE_NS)
-        if not settled:
-            with _listing_lock:
-                _listing_cache.pop(key, None)
-            return _holding_an_image(key, candidates, previous)
-    ids = _holding_an_image(key, candidates, previous)
-    with _listing_lock:
-        _listing_cache[key] = (stamp, candidates, frozenset(ids))
-    return ids
-
-
-def _candidate_folders(base: str) -> list[str]:
-    """Sorted names of the real folders in `base` whose names are valid ids (no stat on Linux: d_type)."""
-    names = []
-    windows = os.name == "nt"
-    with os.scandir(base) as entries:
-        for entry in entries:
-            name = entry.name
-            if name[0] == "." or not is_valid_id(name):
-                continue  # staging folders start with "."
+        listing = _listing_cache.get(key)
+        now = time.monotonic_ns()
+        if listing is None or listing.stamp is None or listing.stamp != stamp:
+            started = time.time_ns()
             try:
-                if not entry.is_dir(follow_symlinks=False):
+                names = _candidate_folders(key, listing.name_set if listing else frozenset())
+            except (FileNotFoundError, NotADirectoryError):
+                _listing_cache.pop(key, None)
+                return []
+            fine = before.st_mtime_ns % 1_000_000_000 != 0
+            settled = started - before.st_mtime_ns > (_LISTING_SETTLE_FINE_NS if fine else _LISTING_SETTLE_COARSE_NS)
+            listing = _relisted(listing, stamp if settled else None, names, now)
+            _listing_cache[key] = listing
+        if now - listing.checked_at >= _LISTING_RECHECK_NS:
+            due = listing.names
+            listing.checked_at = now
+        else:
+            for name, seen in list(listing.fresh.items()):
+                if now - seen > _LISTING_FRESH_NS:
+                    del listing.fresh[name]
+            due = sorted(listing.unknown.union(listing.fresh))
+        if due:
+            found = set(_holding_an_image(key, due))
+            holds, id_set = listing.holds, listing.id_set
+            for name in due:
+                holding = name in found
+                if holds.get(name) is not holding:
+                    holds[name] = holding
+                    if holding:
+                        id_set.add(name)
+                    else:
+                        id_set.discard(name)
+                    listing.ids = None
+            listing.unknown.clear()
+        if listing.ids is None:
+            listing.ids = sorted(listing.id_set)
+        return list(listing.ids)
+
+
+def _relisted(previous: _Listing | None, stamp, names: list[str], now: int) -> _Listing:
+    """A listing of `names` that keeps what is known of the names it had before."""
+    name_set = frozenset(names)
+    if previous is None:
+        return _Listing(stamp, names, name_set, {}, {}, set(names), 0, set())
+    added, removed = name_set - previous.name_set, previous.name_set - name_set
+    holds, id_set = previous.holds, previous.id_set
+    for name in removed | added:  # a name that comes back is a new folder: check it again
+        holds.pop(name, None)
+        id_set.discard(name)
+    fresh = {name: seen for name, seen in previous.fresh.items() if name in name_set}
+    fresh.update(dict.fromkeys(added, now))
+    listing = _Listing(stamp, names, name_set, holds, fresh, set(added) | previous.unknown & name_set,
+                       previous.checked_at, id_set)
+    return listing
+
+
+def _candidate_folders(base: str, known: frozenset = frozenset()) -> list[str]:
+    """Names of the real folders in `base` whose names are valid ids (no stat on Linux: d_type).
+
+    Names in `known` were valid before: only their folder-ness is checked again.
+    """
+    if os.name == "nt":
+        names = []
+        with os.scandir(base) as entries:
+            for entry in entries:
+                try:
+                    if entry.name[0] != "." and is_valid_id(entry.name) and entry.is_dir(follow_symlinks=False) \
+                            and not _is_link(entry.stat(follow_symlinks=False)):  # junctions: free here
+                        names.append(entry.name)
+                except OSError:
                     continue
-                if windows and _is_link(entry.stat(follow_symlinks=False)):
-                    continue  # a junction: free to check here, scandir already has the attributes
-            except OSError:
-                continue
-            names.append(name)
-    names.sort()
-    return names
+        return names
+    with os.scandir(base) as entries:
+        folders = [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+    return [name for name in folders if name in known or (name[0] != "." and is_valid_id(name))]
 
 
-def _holding_an_image(base: str, candidates: list[str], previous: frozenset) -> list[str]:
-    """The candidates whose image.png is a regular file (not a link): one system call each.
+def _holding_an_image(base: str, candidates: list[str]) -> list[str]:
+    """The candidates whose image.png is a regular file (not a link): one cheap system call each.
 
-    Folders that held an image last time are lstat-ed directly; the others are first asked
-    with access(), which answers "no" without raising, so the common miss stays cheap.
+    access() answers "no" without raising, which keeps the common miss cheap; the hits are
+    then checked to be regular files.
     """
     suffix = os.sep + SLOT_IMAGE
     if not (os.access in os.supports_dir_fd and os.lstat in os.supports_dir_fd):
@@ -245,7 +303,7 @@ def _holding_an_image(base: str, candidates: list[str], previous: frozenset) -> 
         access, lstat, is_regular, present = os.access, os.lstat, stat.S_ISREG, os.F_OK
         ids = []
         for name in candidates:
-            if name not in previous and not access(name + suffix, present, dir_fd=fd):
+            if not access(name + suffix, present, dir_fd=fd):
                 continue
             try:
                 if is_regular(lstat(name + suffix, dir_fd=fd).st_mode):
