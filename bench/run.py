@@ -1,0 +1,206 @@
+"""python -m bench: every figure as a ratio against a reference measured in the same run on the
+same arrays, printed as a table and written to bench/results.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+
+from bench.common import COMFY_SKIP, Row, comfy_env, ms, size_label
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MEASUREMENTS = ("codecs", "preview", "publish_load", "resume", "list", "memory", "throughput")
+
+
+def _size(entry) -> str:
+    return size_label(*entry["size"])
+
+
+def _preview_rows(results, label) -> list[Row]:
+    return [Row("1 preview" + label, _size(r), ms(r["ours_s"]),
+                f"{ms(r['reference_s'])} ({'PreviewImage' if r['reference'] == 'comfy' else 'PreviewImage replica'})",
+                r["ratio"], "<= 1.0x", r["ratio"] <= 1.0, r) for r in results]
+
+
+def _publish_rows(results, label) -> list[Row]:
+    return [Row("2 publish" + label, _size(r), ms(r["ours_s"]), f"{ms(r['reference_s'])} (bare encode)",
+                r["ratio"], "<= 1.10x", r["ratio"] <= 1.10, r) for r in results]
+
+
+def _load_rows(results, label) -> list[Row]:
+    return [Row("3 load" + label, _size(r), ms(r["ours_s"]),
+                f"{ms(r['reference_s'])} (bare decode + LoadImage's conversion); "
+                f"{r['vs_comfy_load_image']:.2f}x of LoadImage via Pillow",
+                r["ratio"], "<= 1.10x", r["ratio"] <= 1.10, r) for r in results]
+
+
+def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
+    from bench import bus, codecs, listing, memory, preview, resume, throughput
+    from gates import imaging
+
+    comfy = comfy_env()
+    rows: list[Row] = []
+    extra: dict = {}
+    active = imaging.png_backend()
+    alternatives = [None] if active == "pillow" else [None, "pillow"]
+
+    def step(name, fn):
+        if name not in only:
+            return
+        log(f"[bench] {name} ...")
+        started = time.perf_counter()
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - one broken measurement must not hide the others
+            traceback.print_exc()
+            rows.append(Row(name, "-", "failed", f"{type(exc).__name__}: {str(exc)[-300:]}", None, "-", False))
+        log(f"[bench] {name} done in {time.perf_counter() - started:.1f} s")
+
+    def do_codecs():
+        extra["codecs"] = codecs.run(quick)
+
+    def do_preview():
+        for backend in alternatives:
+            label = "" if backend is None else " (Pillow only)"
+            results = preview.run(quick, comfy, backend, skip_largest=backend == "pillow")
+            rows.extend(_preview_rows(results, label))
+
+    def do_bus():
+        for backend in alternatives:
+            label = "" if backend is None else " (Pillow only)"
+            published, loaded = bus.run(quick, backend, skip_largest=backend == "pillow")
+            rows.extend(_publish_rows(published, label))
+            rows.extend(_load_rows(loaded, label))
+
+    def do_resume():
+        r = resume.run(quick)
+        rows.append(Row("4 resume", f"{r['pauses']} pauses", f"median {ms(r['median_s'])}, p99 {ms(r['p99_s'])}",
+                        f"POST answered in {ms(r['post_median_s'])} (median)", None,
+                        "median < 5 ms, p99 < 20 ms", r["median_s"] < 0.005 and r["p99_s"] < 0.020, r))
+
+    def do_list():
+        r = listing.run(quick)
+        for entry in r["rows"]:
+            rows.append(Row("5 list_ids", f"{entry['slots']} slots in {entry['entries']} folders ({entry['kind']})",
+                            f"warm {entry['warm_s'] * 1e6:.0f} us",
+                            f"after a publish {ms(entry['relist_s'])}; re-check (every 2 s at most) "
+                            f"{ms(entry['recheck_s'])}; cold {ms(entry['cold_s'])}",
+                            None, "< 50 ms", entry["warm_s"] < 0.050, entry))
+        extra["list_ids"] = r
+
+    def do_memory():
+        for backend in alternatives:
+            r = memory.run(quick, backend)
+            label = "" if backend is None else " (Pillow only)"
+            if "skipped" in r:
+                rows.append(Row("6 memory" + label, "-", "skipped", r["skipped"], None, "<= 2x frame", None, r))
+                continue
+            rows.append(Row("6 memory" + label, f"{r['side']}x{r['side']} publish",
+                            f"+{r['added_bytes'] / 2**20:.0f} MiB", f"frame {r['frame_bytes'] / 2**20:.0f} MiB uint8",
+                            r["ratio"], "<= 2x frame", r["ratio"] <= 2.0, r))
+
+    def do_throughput():
+        if comfy is None:
+            rows.append(Row("7 throughput", "-", "skipped", COMFY_SKIP, None, "report", None))
+            return
+        r = throughput.run(quick)
+        if "skipped" in r:
+            rows.append(Row("7 throughput", "-", "skipped", r["skipped"], None, "report", None, r))
+            return
+        rows.append(Row("7 throughput", f"{r['prompts']} prompts, {r['side']}x{r['side']}",
+                        f"gated {ms(r['gated_s'])}/prompt, gate {ms(r['gate_s'])}",
+                        f"{ms(r['plain_s'])}/prompt without the gate", r["share"], "report (share of wall)", None, r))
+
+    step("codecs", do_codecs)
+    step("preview", do_preview)
+    step("publish_load", do_bus)
+    step("resume", do_resume)
+    step("list", do_list)
+    step("memory", do_memory)
+    step("throughput", do_throughput)
+    if comfy is None and "preview" in only:
+        log("[bench] preview reference is a replica of PreviewImage's code path: " + COMFY_SKIP)
+    return rows, extra
+
+
+def format_table(rows: list[Row]) -> str:
+    header = ("measurement", "case", "ratio", "ours", "reference", "target", "met")
+    lines = [header]
+    for row in rows:
+        ratio = "-" if row.ratio is None else (f"{row.ratio * 100:.0f}%" if row.measurement == "7 throughput"
+                                               else f"{row.ratio:.2f}x")
+        met = "-" if row.met is None else ("yes" if row.met else "NO")
+        lines.append((row.measurement, row.case, ratio, row.ours, row.reference, row.target, met))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    out = []
+    for index, line in enumerate(lines):
+        out.append("| " + " | ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(line)) + " |")
+        if index == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)
+
+
+def format_codecs(codecs: dict) -> str:
+    lines = [f"PNG encoders on {codecs['side']}x{codecs['side']} photo/smooth/flat, against Pillow level 4 "
+             "(time: median of the three; size: largest of the three):",
+             "| encoder | time | size (max) | photo | smooth | flat |", "|---|---|---|---|---|---|"]
+    for name, entry in codecs["curve"].items():
+        sizes = entry["size_vs_pillow4"]
+        lines.append(f"| {name} | {entry['time_vs_pillow4']:.2f}x | {entry['size_vs_pillow4_max']:.3f} | "
+                     + " | ".join(f"{sizes[k]:.3f}" for k in ("photo", "smooth", "flat")) + " |")
+    lines.append(f"Lowest libdeflate level within 10% of Pillow 4 everywhere: {codecs['chosen_bus_level']} "
+                 f"(configured: bus {codecs['configured_bus_level']}, preview {codecs['configured_preview_level']})")
+    if codecs["missing"]:
+        lines.append("Not installed, not measured: " + ", ".join(codecs["missing"]))
+    lines.append("Decoders (photo): " + "; ".join(f"{name} {v['ms']:.1f} ms{'' if v['exact'] else ' NOT EXACT'}"
+                                                  for name, v in codecs["decode"].items()))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (the smoke test)")
+    parser.add_argument("--only", default=",".join(MEASUREMENTS),
+                        help=f"comma-separated subset of {','.join(MEASUREMENTS)}")
+    parser.add_argument("--output", default=os.path.join(HERE, "results.json"), help="where to write the JSON")
+    args = parser.parse_args(argv)
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    unknown = only - set(MEASUREMENTS)
+    if unknown:
+        parser.error(f"unknown measurement(s): {', '.join(sorted(unknown))}")
+
+    from gates import imaging
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    rows, extra = collect(args.quick, only, log)
+    elapsed = time.perf_counter() - started
+    table = format_table(rows)
+    print(table)
+    if "codecs" in extra:
+        print()
+        print(format_codecs(extra["codecs"]))
+    if "list_ids" in extra:
+        r = extra["list_ids"]
+        print(f"list_ids cost per folder, cold: {', '.join(f'{v:.2f}' for v in r['cold_us_per_entry'])} us; "
+              f"re-check: {', '.join(f'{v:.2f}' for v in r['recheck_us_per_entry'])} us (linear if flat); "
+              f"a slot made by hand listed at once under the cache: {r['hand_written_slot_listed']}")
+    print(f"\nbackend: {imaging.png_backend()}; ran in {elapsed:.0f} s")
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    result = {"quick": args.quick, "backend": imaging.png_backend(), "seconds": elapsed,
+              "python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
+              "load_average": load, "comfyui": bool(comfy_env()), "rows": [row.as_dict() for row in rows],
+              **extra}
+    with open(args.output, "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1, default=str)
+    return 1 if any(row.ours == "failed" for row in rows) else 0
