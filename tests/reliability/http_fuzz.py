@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import random
+import re
 import socket
 import threading
 import time
@@ -112,8 +113,8 @@ def wire_bytes(request: FuzzRequest, host: str) -> tuple[bytes, bool]:
         headers.append(("Content-Length", random.Random(len(body)).choice(["-1", "abc", "1e3", " ", "0x10",
                                                                          "99999999999999999999999"])))
     elif request.framing == "over":
+        # The rest of the declared body never comes and the client waits: the answer must come first.
         headers.append(("Content-Length", str(MAX_REQUEST_BYTES + 1)))
-        half_close = True
     head = f"{request.method} {request.path} {request.version}\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
     return head.encode("latin-1", errors="replace") + payload, half_close
@@ -142,7 +143,8 @@ def would_decide(request: FuzzRequest, gate: Gate) -> bool:
     path = request.path.split("?", 1)[0]
     if path.startswith("/api/"):
         path = path[4:]
-    if path not in (ROUTE_CHOOSE, ROUTE_CANCEL) or request.version not in ("HTTP/1.1", "HTTP/1.0"):
+    # aiohttp serves any HTTP/<digit>.<digit> request line as a request, HTTP/0.9 and 2.0 included.
+    if path not in (ROUTE_CHOOSE, ROUTE_CANCEL) or not re.fullmatch(r"HTTP/\d\.\d", request.version):
         return False
     raw = body_the_server_reads(request)
     if raw is None:
@@ -359,6 +361,7 @@ class Tally:
         self.released: list[str] = []
         self.wedged: list[str] = []
         self.defused = 0
+        self.half_closed = 0
         self.largest_body = 0
         self.gates = 0
 
@@ -522,6 +525,7 @@ def fuzz(target, tally: Tally, gates: int, per_gate: int, seed_value: int, stric
 def _fuzz_gate(target, tally: Tally, gate: Gate, per_gate: int, seed_for_gate: int, strict: bool) -> None:
     """Hypothesis draws `per_gate` requests at one waiting gate; each must be refused and leave it waiting."""
     tally.gates += 1
+    released: list[str] = []
 
     @settings(max_examples=per_gate, deadline=None, database=None, print_blob=False,
               suppress_health_check=list(HealthCheck),
@@ -535,15 +539,17 @@ def _fuzz_gate(target, tally: Tally, gate: Gate, per_gate: int, seed_for_gate: i
             assert not would_decide(request, gate)
         status = send_raw(target.host, target.port, request)
         tally.sent += 1
+        tally.half_closed += request.framing == "long"
         tally.largest_body = max(tally.largest_body, len(request.body))
         tally.statuses[_status_class(status)] += 1
         problems = []
         if status is not None and status >= 500:
             tally.server_errors.append(f"{status}: {request.describe()}")
             problems.append(f"answered {status}")
-        if status is None and request.framing not in ("long", "over"):
+        if status is None and request.framing != "long":
             tally.silent.append(request.describe())
-        if not target.still_waiting(gate):
+        if not released and not target.still_waiting(gate):
+            released.append(request.describe())  # counted once: the gate stays gone for this round
             tally.released.append(request.describe())
             problems.append("released the gate")
         if strict:
@@ -597,7 +603,9 @@ def run(target, *, gates: int, per_gate: int, seed_value: int = 1, strict: bool 
     result.at_most("gates released by a bad request", len(tally.released), 0)
     result.at_most("gates wedged by a bad request (a proper choice then failed)", len(tally.wedged), 0)
     result.at_most("unexpected exceptions caught by the routes' guard (logged)", len(catches), 0)
-    result.stated("complete requests the server closed without answering", len(tally.silent))
+    result.stated("requests that declared more body than they sent and half-closed (aiohttp then drops the "
+                  "connection unanswered)", tally.half_closed)
+    result.at_most("other requests the server closed without answering", len(tally.silent), 0)
     for line in tally.server_errors[:10] + tally.released[:10] + tally.wedged[:10] + catches[:10] + tally.silent[:5]:
         result.note(line)
     return result

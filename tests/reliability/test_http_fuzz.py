@@ -23,6 +23,7 @@ def test_the_oracle_knows_a_good_request_and_defuses_it():
         _request(ROUTE_CHOOSE, {"token": "tok", "route": 3}),
         _request("/api" + ROUTE_CHOOSE, {"token": "tok", "route": 1, "mask": uniform_mask_base64(5, 4, 9)}),
         _request(ROUTE_CANCEL, {"token": "tok"}, framing="chunked", encoding="gzip"),
+        http_fuzz.FuzzRequest("POST", ROUTE_CANCEL, "HTTP/0.9", [], b'{"token": "tok"}', "length", "none"),
     ]
     bad = [
         _request(ROUTE_CHOOSE, {"token": "tok", "route": 4}),
@@ -31,6 +32,7 @@ def test_the_oracle_knows_a_good_request_and_defuses_it():
         _request(ROUTE_CANCEL, {"token": "tok"}, framing="long"),
         _request(ROUTE_CANCEL, {"token": "tok"}, encoding="bogus-gzip"),
         _request(ROUTE_CANCEL, {"token": "old"}),
+        http_fuzz.FuzzRequest("POST", ROUTE_CANCEL, "HTTP/1.1 x", [], b'{"token": "tok"}', "length", "none"),
     ]
     assert all(http_fuzz.would_decide(r, gate) for r in good)
     assert not any(http_fuzz.would_decide(r, gate) for r in bad)
