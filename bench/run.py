@@ -112,9 +112,12 @@ def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
         if "skipped" in r:
             rows.append(Row("7 throughput", "-", "skipped", r["skipped"], None, "report", None, r))
             return
+        phases = r["phases_s"]
         rows.append(Row("7 throughput", f"{r['prompts']} prompts, {r['side']}x{r['side']}",
                         f"gated {ms(r['gated_s'])}/prompt, gate {ms(r['gate_s'])}",
-                        f"{ms(r['plain_s'])}/prompt without the gate", r["share"], "report (share of wall)", None, r))
+                        f"{ms(r['plain_s'])}/prompt without the gate; gated: queued to preview event "
+                        f"{ms(phases['to_preview'])}, script's POST {ms(phases['choice'])}, POST to done "
+                        f"{ms(phases['after_choice'])}", r["share"], "report (share of wall)", None, r))
 
     step("codecs", do_codecs)
     step("preview", do_preview)

@@ -84,12 +84,16 @@ def run(quick: bool) -> dict:
     prompts = 10 if quick else 100
     side = 256 if quick else 1024
     server = ComfyServer().start()
+    marks: dict[str, dict] = {}
     try:
         def choose(entry):
+            seen = time.perf_counter()
             server.post_json("/datasete_gate/choose", {"token": entry["token"], "route": 1})
+            marks[entry["prompt_id"]] = {"preview": seen, "chosen": time.perf_counter()}
 
         socket = _Socket(server.port, choose)
         walls = {True: [], False: []}
+        phases = {"to_preview": [], "choice": [], "after_choice": []}
         try:
             for index in range(2 * (prompts + 1)):
                 gated = index % 2 == 0 if (index // 2) % 2 == 0 else index % 2 == 1
@@ -99,11 +103,20 @@ def run(quick: bool) -> dict:
                 if not socket.expect(prompt_id).wait(120):
                     raise AssertionError(f"prompt {prompt_id} did not finish:\n{server.log_tail()}")
                 if index >= 2:  # the first pair warms up ComfyUI
-                    walls[gated].append(socket.finished_at(prompt_id) - started)
+                    finished = socket.finished_at(prompt_id)
+                    walls[gated].append(finished - started)
+                    if gated:
+                        mark = marks[prompt_id]
+                        phases["to_preview"].append(mark["preview"] - started)
+                        phases["choice"].append(mark["chosen"] - mark["preview"])
+                        phases["after_choice"].append(finished - mark["chosen"])
         finally:
             socket.close()
     finally:
         server.cleanup()
     gated, plain = statistics.median(walls[True]), statistics.median(walls[False])
     return {"prompts": prompts, "side": side, "gated_s": gated, "plain_s": plain,
-            "gate_s": gated - plain, "share": (gated - plain) / gated}
+            "gate_s": gated - plain, "share": (gated - plain) / gated,
+            # gated prompts, medians: queued -> preview event at the script; the script's POST
+            # (its HTTP round trip); POST answered -> ComfyUI reports the prompt done
+            "phases_s": {name: statistics.median(values) for name, values in phases.items()}}
