@@ -8,6 +8,7 @@ publishes, never nothing, never an older one. Leftover staging folders must be g
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import statistics
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from gates import gate, imagebus
 from gates.constants import SLOT_STAGING_PREFIX
@@ -87,6 +89,18 @@ def publish(server, counter: int, size: int, timeout: float = 120.0) -> tuple[st
     return prompt_id, time.monotonic()
 
 
+def loaded_counter(server) -> int | None:
+    """Load the slot in a gate (get_id, no image wired) and read the publish number off its preview."""
+    prompt_id = server.queue(gated_prompt(get_id=SLOT, wire_image=False, output_route=2))
+    entry = server.wait_pending(prompt_id=prompt_id, timeout=60)[0]
+    pixel = np.array(Image.open(io.BytesIO(server.view(entry["images"][0]))).convert("RGB"))[0, 0]
+    server.post_json("/datasete_gate/cancel", {"token": entry["token"]})
+    wait_finished(server, prompt_id, timeout=60)
+    if entry["source"] != "bus" or entry["frames"] != 2:
+        return None
+    return int(pixel[0]) + 256 * int(pixel[1])
+
+
 def run(server_factory, *, kills: int, size: int = 1536, seed_value: int = 3) -> PartResult:
     """`server_factory()` makes a ComfyServer on a fixed base dir; it is started, killed and restarted."""
     result = PartResult("3", "Crash during publish")
@@ -146,10 +160,11 @@ def run(server_factory, *, kills: int, size: int = 1536, seed_value: int = 3) ->
                 else:
                     counts["rolled back"] += 1
                     result.note(f"kill {counter}: slot holds publish {found}, last confirmed {confirmed}")
-            # The restarted server still publishes and loads normally.
+            # The restarted server still publishes, and a gate loads what it published.
             prompt_id, _ = publish(server, 4 + kills, size)
             final = history_status(wait_finished(server, prompt_id, timeout=120))
             final_state, final_counter, _ = inspect_slot(bus_dir)
+            loaded = loaded_counter(server)
         finally:
             server.stop(kill=True)
     result.at_least("SIGKILLs during a publish, each followed by a restart on the same base dir", kills,
@@ -165,4 +180,5 @@ def run(server_factory, *, kills: int, size: int = 1536, seed_value: int = 3) ->
     result.at_most("restarts that failed", failed_restarts, 0)
     result.equal("publish after the last restart", f"{final}, slot {final_state} #{final_counter}",
                  f"success, slot whole #{4 + kills}")
+    result.equal("publish a get_id gate then loads and shows", loaded, 4 + kills)
     return result

@@ -398,6 +398,8 @@ def cli_door(doors: Doors, input_dir: Path, repo_root: Path, subprocess_sample: 
                 code, stderr = _cli_in_process(bus_cli, argv)
                 # A "contained" slot may have been republished as a plain one by the node doors before.
                 ok = code != 0 and names_the_id(stderr, value) or (hostile.expect == "contained" and code == 0)
+                if door == "cli export" and code != 0 and os.path.lexists(args[-1]):
+                    ok = False  # refused, yet it wrote into the export folder
                 doors.record(door, hostile, f"exit {code}: {stderr.strip()[:200]}", ok)
             if (hostile.category not in sampled_categories and len(sampled_categories) < subprocess_sample
                     and "\x00" not in value):  # a command line cannot carry NUL: the kernel ends the argument there
