@@ -33,6 +33,12 @@ def _bare_encode(folder: str, frames: np.ndarray, mask: np.ndarray) -> None:
     imaging.write_png(os.path.join(folder, "m.png"), mask)
 
 
+def _write_all(contents: dict, folder: str) -> None:
+    for name, data in contents.items():
+        with open(os.path.join(folder, name), "wb") as handle:
+            handle.write(data)
+
+
 def _bare_decode(paths: list[str], mask_path: str):
     """Read and decode with the same decoder, then LoadImage's conversion: np.float32 / 255, torch, cat."""
     from gates import imaging
@@ -61,7 +67,7 @@ def _comfy_load_image(paths: list[str]):
 
 def run(quick: bool, backend: str | None = None, root: str | None = None,
         skip_largest: bool = False) -> tuple[list[dict], list[dict]]:
-    from gates import gate, imaging
+    from gates import gate, imagebus, imaging
 
     previous = imaging.PNG_BACKEND
     if backend:
@@ -84,10 +90,20 @@ def run(quick: bool, backend: str | None = None, root: str | None = None,
             warmup = warmup_for(height * width * batch)
             stats = interleaved(partial(gate.bus_save, base, "bench", image, mask),
                                 partial(_bare_encode, bare, frames, mask_pixels), repeats, warmup=warmup)
-            slot_bytes = sum(os.path.getsize(os.path.join(base, "bench", name))
-                             for name in os.listdir(os.path.join(base, "bench")))
+            slot = os.path.join(base, "bench")
+            contents = {}
+            for name in os.listdir(slot):
+                with open(os.path.join(slot, name), "rb") as handle:
+                    contents[name] = handle.read()
+            # The same bytes, published atomically vs plainly written: what atomicity and
+            # durability (staging folder, fsync, swap, removing the old version) cost alone.
+            plain = os.path.join(work, "plain")
+            os.makedirs(plain, exist_ok=True)
+            swap = interleaved(partial(imagebus.publish, base, "bench_bytes", partial(_write_all, contents)),
+                               partial(_write_all, contents, plain), repeats, warmup=1)
             publish_rows.append({"size": [height, width, batch], "backend": imaging.png_backend(),
-                                 "slot_bytes": slot_bytes, **stats})
+                                 "slot_bytes": sum(len(data) for data in contents.values()),
+                                 "atomic_overhead_s": swap["ours_s"] - swap["reference_s"], **stats})
 
             bare_paths = [os.path.join(bare, f"f{index}.png") for index in range(batch)]
             mask_path = os.path.join(bare, "m.png")
@@ -101,8 +117,8 @@ def run(quick: bool, backend: str | None = None, root: str | None = None,
                                        partial(_comfy_load_image, bare_paths), max(1, repeats // 3), warmup=0)
             load_rows.append({"size": [height, width, batch], "backend": imaging.png_backend(),
                               "vs_comfy_load_image": versus_comfy["ratio"], **stats})
-            shutil.rmtree(base, ignore_errors=True)
-            shutil.rmtree(bare, ignore_errors=True)
+            for folder in (base, bare, os.path.join(work, "plain")):
+                shutil.rmtree(folder, ignore_errors=True)
     finally:
         imaging.PNG_BACKEND = previous
         shutil.rmtree(work, ignore_errors=True)
