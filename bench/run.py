@@ -48,7 +48,8 @@ def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
     rows: list[Row] = []
     extra: dict = {}
     active = imaging.png_backend()
-    alternatives = [None] if active == "pillow" else [None, "pillow"]
+    # Also what a ComfyUI without the optional deflate package gets, when this one has it.
+    alternatives = [None, "stdlib"] if active == "libdeflate" else [None]
 
     def step(name, fn):
         if name not in only:
@@ -67,14 +68,14 @@ def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
 
     def do_preview():
         for backend in alternatives:
-            label = "" if backend is None else " (Pillow only)"
-            results = preview.run(quick, comfy, backend, skip_largest=backend == "pillow")
+            label = "" if backend is None else " (without deflate)"
+            results = preview.run(quick, comfy, backend, skip_largest=backend is not None)
             rows.extend(_preview_rows(results, label))
 
     def do_bus():
         for backend in alternatives:
-            label = "" if backend is None else " (Pillow only)"
-            published, loaded = bus.run(quick, backend, skip_largest=backend == "pillow")
+            label = "" if backend is None else " (without deflate)"
+            published, loaded = bus.run(quick, backend, skip_largest=backend is not None)
             rows.extend(_publish_rows(published, label))
             rows.extend(_load_rows(loaded, label))
 
@@ -97,7 +98,7 @@ def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
     def do_memory():
         for backend in alternatives:
             r = memory.run(quick, backend)
-            label = "" if backend is None else " (Pillow only)"
+            label = "" if backend is None else " (without deflate)"
             if "skipped" in r:
                 rows.append(Row("6 memory" + label, "-", "skipped", r["skipped"], None, "<= 2x frame", None, r))
                 continue

@@ -1,5 +1,5 @@
-"""Both PNG backends (libdeflate when installed, Pillow always) give bit-identical pixels, and the
-fast paths never change what the public imaging functions mean."""
+"""The PNG backends (libdeflate when installed; Python's zlib for previews; Pillow) give bit-identical
+pixels, and the fast paths never change what the public imaging functions mean."""
 
 from __future__ import annotations
 
@@ -16,15 +16,20 @@ from PIL import Image, PngImagePlugin
 
 from gates import imaging
 
-BACKENDS = ["libdeflate", "pillow"]
+BACKENDS = ["libdeflate", "stdlib", "pillow"]
+LEVELS = [imaging.PREVIEW_COMPRESS_LEVEL, imaging.BUS_COMPRESS_LEVEL]
+
+
+def force(monkeypatch, name):
+    if name == "libdeflate" and imaging._libdeflate is None:
+        pytest.skip("the optional deflate package is not installed")
+    monkeypatch.setattr(imaging, "PNG_BACKEND", "auto" if name == "libdeflate" else name)
+    assert imaging.png_backend() == name
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request, monkeypatch):
-    if request.param == "libdeflate" and imaging._libdeflate is None:
-        pytest.skip("the optional deflate package is not installed")
-    monkeypatch.setattr(imaging, "PNG_BACKEND", request.param)
-    assert imaging.png_backend() == request.param
+    force(monkeypatch, request.param)
     return request.param
 
 
@@ -41,12 +46,24 @@ def pillow_pixels(data: bytes) -> np.ndarray:
 SHAPES = [(1, 1, 3), (7, 5, 3), (33, 17, 4), (64, 48, 1), (5, 300, 3)]
 
 
+@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_encoded_png_decodes_bit_exact_in_pillow(backend, shape):
+def test_encoded_png_decodes_bit_exact_in_pillow(backend, shape, level):
     pixels = random_pixels(*shape)
-    data = imaging.encode_png(pixels)
+    data = imaging.encode_png(pixels, level)
     decoded = pillow_pixels(data)
     assert np.array_equal(decoded.reshape(shape), pixels)
+
+
+def test_each_backend_uses_its_own_writer_where_it_should(monkeypatch):
+    pixels = random_pixels(16, 16, 3)
+    force(monkeypatch, "stdlib")
+    assert imaging._compressor(imaging.PREVIEW_COMPRESS_LEVEL)[0] is zlib.compress
+    assert imaging._compressor(imaging.BUS_COMPRESS_LEVEL) is None  # Pillow: size within 10% of level 4
+    assert imaging.encode_png(pixels, imaging.PREVIEW_COMPRESS_LEVEL) != imaging.encode_png(
+        pixels, imaging.BUS_COMPRESS_LEVEL)
+    force(monkeypatch, "pillow")
+    assert imaging._compressor(imaging.PREVIEW_COMPRESS_LEVEL) is None
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -56,12 +73,13 @@ def test_files_of_either_backend_read_the_same_in_either(monkeypatch, shape):
     pixels = random_pixels(*shape, seed=3)
     files = {}
     for name in BACKENDS:
-        monkeypatch.setattr(imaging, "PNG_BACKEND", name)
+        force(monkeypatch, name)
         files[name] = imaging.encode_png(pixels)
+        files[name + " preview"] = imaging.encode_png(pixels, imaging.PREVIEW_COMPRESS_LEVEL)
     expected = np.repeat(pixels, 3, axis=2) if shape[2] == 1 else pixels
-    for writer in BACKENDS:
+    for writer in files:
         for reader in BACKENDS:
-            monkeypatch.setattr(imaging, "PNG_BACKEND", reader)
+            force(monkeypatch, reader)
             assert np.array_equal(imaging.read_image_pixels(files[writer]), expected), (writer, reader)
             if shape[2] == 1:
                 assert np.array_equal(imaging.read_mask_pixels(files[writer]), pixels[..., 0])
@@ -92,14 +110,15 @@ def test_image_to_uint8_matches_the_float_formula_on_any_input(backend):
     assert np.array_equal(imaging.mask_to_uint8(mask), expected[..., 0])
 
 
-def test_writing_a_frame_leaves_its_pixels_unchanged(backend, tmp_path):
+@pytest.mark.parametrize("level", LEVELS)
+def test_writing_a_frame_leaves_its_pixels_unchanged(backend, tmp_path, level):
     image = torch.rand(3, 40, 30, 4, generator=torch.Generator().manual_seed(9))
     frames = imaging.image_to_uint8(image)
     masks = imaging.mask_to_uint8(image[..., 0])
     before, masks_before = frames.copy(), masks.copy()
     for index in range(3):
-        imaging.write_png(str(tmp_path / f"f{index}.png"), frames[index])
-        imaging.write_png(str(tmp_path / f"m{index}.png"), masks[index])
+        imaging.write_png(str(tmp_path / f"f{index}.png"), frames[index], level)
+        imaging.write_png(str(tmp_path / f"m{index}.png"), masks[index], level)
         assert np.array_equal(imaging.read_image_pixels(str(tmp_path / f"f{index}.png")), before[index])
         assert np.array_equal(imaging.read_mask_pixels(str(tmp_path / f"m{index}.png")), masks_before[index])
     assert np.array_equal(frames, before) and np.array_equal(masks, masks_before)
@@ -165,7 +184,7 @@ def test_any_other_png_reads_exactly_as_pillow_reads_it(monkeypatch, name):
     for choice in BACKENDS:
         if choice == "libdeflate" and imaging._libdeflate is None:
             continue
-        monkeypatch.setattr(imaging, "PNG_BACKEND", choice)
+        force(monkeypatch, choice)
         results[choice] = (imaging.read_image_pixels(data), imaging.read_mask_pixels(data))
     reference = results["pillow"]
     for image, mask in results.values():
@@ -195,9 +214,10 @@ def test_a_damaged_png_is_an_imaging_error_in_both_backends(backend, damage):
         imaging.read_image_pixels(data)
 
 
-def test_the_environment_variable_forces_pillow():
+@pytest.mark.parametrize("name", ["stdlib", "pillow"])
+def test_the_environment_variable_chooses_the_backend(name):
     code = "from gates import imaging; print(imaging.png_backend())"
-    env = dict(os.environ, DATASETE_GATES_PNG_BACKEND="pillow")
+    env = dict(os.environ, DATASETE_GATES_PNG_BACKEND=name)
     done = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)), env=env,
                           capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip() == "pillow", done.stderr
+    assert done.stdout.strip() == name, done.stderr
