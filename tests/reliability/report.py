@@ -91,15 +91,21 @@ DESCRIPTIONS = {
           "inside the node deciding the pause shown."),
 }
 
-PYTEST_COMMANDS = {
-    "1": "tests/reliability/test_hostile_ids.py",
-    "2": "tests/reliability/test_http_fuzz.py",
-    "3": "tests/reliability/test_crash_publish.py",
-    "4": "tests/reliability/test_concurrency.py",
-    "5": "tests/reliability/test_cancel_storm.py",
-    "6": "tests/reliability/test_soak.py",
-    "7": "tests/reliability/test_disk_trouble.py",
-    "8": "tests/reliability/test_browser_resilience.py",
+PYTEST_NOTES = {
+    "1": "`python -m pytest tests/reliability/test_hostile_ids.py` runs the same catalogue and doors (with 2 "
+         "command-line processes instead of 12).",
+    "2": "`python -m pytest tests/reliability/test_http_fuzz.py` runs 240 requests per target, shrinking any "
+         "failure to a minimal request; `--heavy` adds the full-size run on a real ComfyUI.",
+    "3": "`python -m pytest tests/reliability/test_crash_publish.py` kills 3 times at 1024x1024; `--heavy` runs "
+         "the 50 kills.",
+    "4": "`python -m pytest tests/reliability/test_concurrency.py` runs 3 seconds with one process of each kind; "
+         "`--heavy` runs the minute.",
+    "5": "`python -m pytest tests/reliability/test_cancel_storm.py` runs 27 rounds (3 of each action); "
+         "`--heavy` runs 200.",
+    "6": "`python -m pytest tests/reliability/test_soak.py` runs 30 prompts; `--heavy` runs 500.",
+    "7": "`python -m pytest tests/reliability/test_disk_trouble.py` runs both, as here.",
+    "8": "`python -m pytest tests/reliability/test_browser_resilience.py` runs one cycle of each scenario; "
+         "`--heavy` runs 10.",
 }
 
 
@@ -276,8 +282,7 @@ def render(results: dict[str, list[PartResult]], started: datetime.datetime, sec
             state = "SKIPPED" if result.skipped else ("PASS" if result.passed else "FAIL")
             lines.append(f"| {part} | {cell(result.title)} | {state} | {result.seconds} |")
     for part, group in results.items():
-        lines += ["", f"## {part}. {TITLES[part]}", "", DESCRIPTIONS[part], "",
-                  f"pytest: `python -m pytest {PYTEST_COMMANDS[part]}` (add `--heavy` for the full size)."]
+        lines += ["", f"## {part}. {TITLES[part]}", "", DESCRIPTIONS[part], "", f"In pytest: {PYTEST_NOTES[part]}"]
         for result in group:
             lines += ["", f"### {cell(result.title)}", ""]
             if result.skipped:
