@@ -94,8 +94,8 @@ DESCRIPTIONS = {
 PYTEST_NOTES = {
     "1": "`python -m pytest tests/reliability/test_hostile_ids.py` runs the same catalogue and doors (with 2 "
          "command-line processes instead of 12).",
-    "2": "`python -m pytest tests/reliability/test_http_fuzz.py` runs 240 requests per target, shrinking any "
-         "failure to a minimal request; `--heavy` adds the full-size run on a real ComfyUI.",
+    "2": "`python -m pytest tests/reliability/test_http_fuzz.py` sends 360 requests in process and 240 to a real "
+         "ComfyUI, shrinking any failure to a minimal request; `--heavy` adds the full-size run on ComfyUI.",
     "3": "`python -m pytest tests/reliability/test_crash_publish.py` kills 3 times at 1024x1024; `--heavy` runs "
          "the 50 kills.",
     "4": "`python -m pytest tests/reliability/test_concurrency.py` runs 3 seconds with one process of each kind; "
