@@ -221,3 +221,15 @@ def test_the_environment_variable_chooses_the_backend(name):
     done = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)), env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == name, done.stderr
+
+
+@pytest.mark.parametrize("height", [1, 2, 7, 15, 16, 17, 63, 64, 65, 100, 1000])
+def test_the_in_place_up_filter_is_the_png_up_filter_and_undoes_exactly(height):
+    rng = np.random.default_rng(height)
+    rows = rng.integers(0, 256, (height, 1 + 3 * 5), dtype=np.uint8)
+    original = rows.copy()
+    expected = imaging._up_filtered_copy(original[:, 1:].reshape(height, 5, 3))
+    kept = imaging._up_filter_in_place(rows)
+    assert np.array_equal(rows, expected)
+    imaging._up_unfilter_in_place(rows, kept)
+    assert np.array_equal(rows[:, 1:], original[:, 1:])
