@@ -206,7 +206,7 @@ def cell(value) -> str:
     return scrub(str(value))
 
 
-def machine() -> list[str]:
+def machine(start_state: tuple[str, bool]) -> list[str]:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
@@ -232,18 +232,33 @@ def machine() -> list[str]:
         done = subprocess.run([paths[1], "-c", "import torch; print(torch.__version__)"], capture_output=True,
                               text=True)
         torch_version = done.stdout.strip() or "?"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                            text=True).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                           capture_output=True, text=True).stdout.strip()
+    now = pack_state()
+    pack = f"- Pack at commit {start_state[0]}"
+    if start_state[1]:
+        pack += " with uncommitted changes to its code"
+    if now != start_state:
+        pack += f" (the code changed during the run: commit {now[0]} at the end)"
     return [
         f"- Machine: {os.cpu_count()} CPU cores ({cpu}), {memory}, {platform.system()} {platform.release()}",
         f"- ComfyUI {comfy_version} run with --cpu, torch {torch_version}, Python {platform.python_version()}",
-        f"- Pack at commit {commit}{' with uncommitted changes in the working tree' if dirty else ''}",
+        pack,
     ]
 
 
-def render(results: dict[str, list[PartResult]], started: datetime.datetime, seconds: float) -> str:
+PACK_CODE = ("__init__.py", "gates", "web")
+
+
+def pack_state() -> tuple[str, bool]:
+    """(short commit, whether the pack's own code has uncommitted changes)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                            text=True).stdout.strip() or "?"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *PACK_CODE],
+                           cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    return commit, bool(dirty)
+
+
+def render(results: dict[str, list[PartResult]], started: datetime.datetime, seconds: float,
+           start_state: tuple[str, bool]) -> str:
     all_results = [r for group in results.values() for r in group]
     verdict = "every figure is at its bound" if all(r.passed for r in all_results) else "SOME FIGURES FAIL"
     lines = [
@@ -272,7 +287,7 @@ def render(results: dict[str, list[PartResult]], started: datetime.datetime, sec
         "",
         f"Run on {started:%Y-%m-%d %H:%M} UTC, {seconds / 60:.1f} minutes in all.",
         "",
-        *machine(),
+        *machine(start_state),
         "",
         "| part | | result | seconds |",
         "|---|---|---|---|",
@@ -316,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown parts {unknown}: choose from {', '.join(PARTS)}")
     started = datetime.datetime.now(datetime.timezone.utc)
+    start_state = pack_state()
     clock = time.monotonic()
     results: dict[str, list[PartResult]] = {}
     for part in chosen:
@@ -336,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             state = "skipped: " + result.skipped if result.skipped else ("PASS" if result.passed else
                                                                          "FAIL: " + "; ".join(result.failures()))
             print(f"  {result.title}: {state} ({result.seconds} s)", flush=True)
-    text = render(results, started, time.monotonic() - clock)
+    text = render(results, started, time.monotonic() - clock, start_state)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(text, encoding="utf-8")
     print(f"wrote {args.output}")
