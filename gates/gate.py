@@ -368,10 +368,11 @@ def save_previews(frames: np.ndarray, folder: str) -> list[dict]:
     images = []
     os.makedirs(folder, exist_ok=True)  # temp/ can be deleted while ComfyUI runs; its savers recreate it too
     try:
-        for index, frame in enumerate(frames):
-            name = f"{stem}_{index:03d}.png"
-            images.append({"filename": name, "subfolder": "", "type": "temp"})
-            imaging.write_png(os.path.join(folder, name), frame, imaging.PREVIEW_COMPRESS_LEVEL)
+        for index in range(len(frames)):
+            images.append({"filename": f"{stem}_{index:03d}.png", "subfolder": "", "type": "temp"})
+        # The frames of a batch are encoded two at a time (the encoders release the GIL).
+        imaging.write_pngs([(os.path.join(folder, entry["filename"]), frame)
+                            for entry, frame in zip(images, frames, strict=True)], imaging.PREVIEW_COMPRESS_LEVEL)
     except BaseException:
         remove_previews(images, folder)  # a failed run leaves no half set of previews behind
         raise
