@@ -97,7 +97,9 @@ def run(quick: bool, backend: str | None = None, root: str | None = None,
             os.makedirs(bare, exist_ok=True)
             repeats = repeats_for(height * width * batch, quick)
             warmup = warmup_for(height * width * batch)
-            stats = interleaved(partial(gate.bus_save, base, "bench", image, mask),
+            # What the gate does when a person picks a route: publish the uint8 frames it already
+            # converted for the preview (the conversion is measured with the preview, and below).
+            stats = interleaved(partial(gate.bus_write, base, "bench", frames, mask_pixels),
                                 partial(_bare_encode, bare, frames, mask_pixels), repeats, warmup=warmup)
             slot = os.path.join(base, "bench")
             contents = {}

@@ -491,7 +491,8 @@ class ImageGate:
             else:
                 mask = mask_from_stash(None, image)
             if send_id:
-                bus_save(base, send_id, image, mask)
+                # The frames converted for the preview are published as they are: no second conversion.
+                bus_write(base, send_id, frames, imaging.mask_to_uint8(mask))
                 published = send_id
         finally:
             self.bus.discard(pause)
