@@ -196,6 +196,17 @@ class ComfyServer:
     def queue_remaining(self) -> int:
         return self.get_json("/prompt")["exec_info"]["queue_remaining"]
 
+    def settle(self, timeout: float = 60.0) -> None:
+        """Cancel every waiting gate until the queue is empty: leave the server as a next test expects it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in self.pending():
+                self.post_json("/datasete_gate/cancel", {"token": entry["token"]})
+            if self.queue_remaining() == 0 and not self.pending():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"ComfyUI did not settle:\n{self.log_tail()}")
+
 
 def status_messages(history_entry: dict) -> list[str]:
     return [message[0] for message in history_entry.get("status", {}).get("messages", [])]

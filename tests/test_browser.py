@@ -44,7 +44,7 @@ from comfy_server import PACK_FOLDER_NAME, REPO_ROOT, status_messages
 from conftest import chromium_path
 from PIL import Image
 
-from gates.constants import ROUTE_CANCEL, ROUTE_CHOOSE
+from gates.constants import ROUTE_CHOOSE
 
 pytestmark = pytest.mark.browser
 
@@ -75,14 +75,7 @@ def server(comfy):
     """The session's ComfyUI, with first-run screens off, left with no gate waiting after each test."""
     prepare_frontend(comfy)
     yield comfy
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
-        for entry in comfy.pending():
-            comfy.post_json(ROUTE_CANCEL, {"token": entry["token"]})
-        if comfy.queue_remaining() == 0 and not comfy.pending():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"ComfyUI did not settle after the test:\n{comfy.log_tail()}")
+    comfy.settle(SETTLE_SECONDS)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from bus_testkit import HOSTILE_IDS, snapshot
 from comfy_server import REPO_ROOT
 from PIL import Image
 
-from gates.constants import NODE_ID, ROUTE_BUS_LIST, ROUTE_CANCEL, ROUTE_CHOOSE
+from gates.constants import NODE_ID, ROUTE_BUS_LIST, ROUTE_CHOOSE
 
 pytestmark = pytest.mark.comfy
 
@@ -91,18 +91,7 @@ def stripes() -> np.ndarray:
 def server(comfy):
     """The session's ComfyUI, left with no gate waiting and an empty queue after each test."""
     yield comfy
-    settle(comfy)
-
-
-def settle(server) -> None:
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
-        for entry in server.pending():
-            server.post_json(ROUTE_CANCEL, {"token": entry["token"]})
-        if server.queue_remaining() == 0 and not server.pending():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"ComfyUI did not settle:\n{server.log_tail()}")
+    comfy.settle(SETTLE_SECONDS)
 
 
 def pause_of(server, prompt_id: str) -> dict:

@@ -176,14 +176,7 @@ class Events:
 def server(comfy):
     """The session's ComfyUI, left with no gate waiting and an empty queue after each test."""
     yield comfy
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
-        for entry in comfy.pending():
-            comfy.post_json(ROUTE_CANCEL, {"token": entry["token"]})
-        if comfy.queue_remaining() == 0 and not comfy.pending():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"ComfyUI did not settle after the test:\n{comfy.log_tail()}")
+    comfy.settle(SETTLE_SECONDS)
 
 
 @pytest.fixture
