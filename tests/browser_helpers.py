@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 from pathlib import Path
 
 from comfy_server import REPO_ROOT, ComfyServer
@@ -159,8 +160,15 @@ def paint_stroke(page, node_id: str, start: tuple[float, float], end: tuple[floa
     page.mouse.up()
 
 
+# Two clicks on a title within the double-click interval open the frontend's title editor, whose text
+# field then takes the keys a test means for the gate: space the clicks out.
+DOUBLE_CLICK_SECONDS = 0.6
+_last_title_click = [0.0]
+
+
 def click_node_title(page, node_id: str = GATE_NODE_ID) -> None:
-    """Select a node the ordinary way: a click on its title bar."""
+    """Select a node the ordinary way: a single click on its title bar."""
+    time.sleep(max(0.0, _last_title_click[0] + DOUBLE_CLICK_SECONDS - time.monotonic()))
     x, y = page.evaluate(
         """nodeId => {
             const node = window.app.graph.getNodeById(nodeId);
@@ -168,6 +176,7 @@ def click_node_title(page, node_id: str = GATE_NODE_ID) -> None:
             return window.app.canvasPosToClientPos([node.pos[0] + 80, node.pos[1] - titleHeight / 2]);
         }""", node_id)
     page.mouse.click(x, y)
+    _last_title_click[0] = time.monotonic()
     page.wait_for_function(
         "nodeId => Object.keys(window.app.canvas.selected_nodes ?? {}).map(String).includes(String(nodeId))",
         arg=node_id, timeout=5_000)
