@@ -116,6 +116,19 @@ def queue_from_page(page) -> None:
     page.evaluate("() => window.app.queuePrompt(0, 1)")
 
 
+def queue_gate(page, server: ComfyServer, timeout: float = 60.0) -> dict:
+    """Queue the page's workflow (over HTTP, as the Run button does); the gate's new pending entry."""
+    before = {entry["token"] for entry in server.pending()}
+    queue_from_page(page)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = [e for e in server.pending() if e["token"] not in before and e["node_id"] == GATE_NODE_ID]
+        if fresh:
+            return fresh[0]
+        time.sleep(0.05)
+    raise AssertionError(f"the queued workflow did not pause at the gate:\n{server.log_tail()}")
+
+
 def panel(page, node_id: str = GATE_NODE_ID):
     return page.locator(f".dsg-gate[data-node-id='{node_id}']")
 

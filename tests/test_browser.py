@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import uuid
 from urllib.parse import urlencode
 
@@ -32,7 +31,7 @@ from browser_helpers import (
     paint_stroke,
     panel,
     prepare_frontend,
-    queue_from_page,
+    queue_gate,
     set_range,
     wait_idle,
     wait_paused,
@@ -107,16 +106,9 @@ def open_example(context, server, errors: list, **options):
 
 def queue_and_wait(page, server) -> dict:
     """Queue the page's workflow and wait until its gate shows the pause; the pending entry."""
-    before = {entry["token"] for entry in server.pending()}
-    queue_from_page(page)
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
-        fresh = [e for e in server.pending() if e["token"] not in before and e["node_id"] == GATE_NODE_ID]
-        if fresh:
-            wait_paused(page, fresh[0]["token"])
-            return fresh[0]
-        time.sleep(0.05)
-    raise AssertionError(f"the queued workflow did not pause at the gate:\n{server.log_tail()}")
+    entry = queue_gate(page, server, SETTLE_SECONDS)
+    wait_paused(page, entry["token"])
+    return entry
 
 
 def read_rgb(path) -> np.ndarray:

@@ -23,7 +23,7 @@ from browser_helpers import (
     open_comfy,
     panel,
     prepare_frontend,
-    queue_from_page,
+    queue_gate,
     wait_idle,
     wait_paused,
     wait_ready,
@@ -70,19 +70,6 @@ class SocketSwitch:
                 pass
 
 
-def queue_gate(page, server) -> dict:
-    """Queue the page's workflow (over HTTP, as the Run button does) and return the gate's pending entry."""
-    before = {entry["token"] for entry in server.pending()}
-    queue_from_page(page)
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
-        fresh = [e for e in server.pending() if e["token"] not in before and e["node_id"] == GATE_NODE_ID]
-        if fresh:
-            return fresh[0]
-        time.sleep(0.05)
-    raise AssertionError(f"the queued workflow did not pause at the gate:\n{server.log_tail()}")
-
-
 def click_route(page, route: int) -> None:
     panel(page).locator(f"button[data-route='{route}']").click()
 
@@ -93,13 +80,10 @@ def finished_ok(server, prompt_id: str) -> bool:
 
 def settle(server) -> None:
     """No gate left waiting and the queue empty, whatever a failed cycle left behind."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
-        for entry in server.pending():
-            server.post_json("/datasete_gate/cancel", {"token": entry["token"]})
-        if server.queue_remaining() == 0 and not server.pending():
-            return
-        time.sleep(0.05)
+    try:
+        server.settle(SETTLE_SECONDS)
+    except AssertionError:
+        pass  # the next cycle's own checks report what is still wrong
 
 
 class Scenarios:
