@@ -606,25 +606,7 @@ def _read_pinned(slot: Path, bus_id: str, read):
             raise SlotError(f"slot {bus_id!r} is not a folder") from exc
         raise
     try:
-        reader = SlotReader(bus_id, slot, fd)
-        try:
-            if not reader.names():
-                if _identity(os.fstat(fd)) == _identity(_lstat(slot)):
-                    raise _not_found(bus_id, slot)
-                return _CHANGED
-            result = read(reader)
-        except SlotNotFound:
-            raise
-        except Exception:
-            # A version swapped out mid-read is being deleted file by file: retry on the new one.
-            if _identity(os.fstat(fd)) != _identity(_lstat(slot)):
-                return _CHANGED
-            raise
-        # Still the slot after the read: then it was the slot all along (a version swapped out
-        # never comes back), so no file of it was being deleted while it was read.
-        if _identity(os.fstat(fd)) != _identity(_lstat(slot)):
-            return _CHANGED
-        return result
+        return _read_version(slot, bus_id, SlotReader(bus_id, slot, fd), lambda: _identity(os.fstat(fd)), read)
     finally:
         os.close(fd)
 
@@ -638,22 +620,32 @@ def _read_checked(slot: Path, bus_id: str, read):
         raise SlotIdError(f"slot {bus_id!r} is a symbolic link")
     if not stat.S_ISDIR(before.st_mode):
         raise SlotError(f"slot {bus_id!r} is not a folder")
-    reader = SlotReader(bus_id, slot)
+    held = _identity(before)
+    return _read_version(slot, bus_id, SlotReader(bus_id, slot), lambda: held, read)
+
+
+def _read_version(slot: Path, bus_id: str, reader: SlotReader, held_identity: Callable[[], tuple], read):
+    """Run `read` on the version `reader` holds; _CHANGED when the slot stopped being that version."""
+
+    def still_the_slot() -> bool:
+        return held_identity() == _identity(_lstat(slot))
+
     try:
         if not reader.names():
-            if _identity(before) == _identity(_lstat(slot)):
+            if still_the_slot():
                 raise _not_found(bus_id, slot)
             return _CHANGED
         result = read(reader)
     except SlotNotFound:
         raise
     except Exception:
-        if _identity(before) != _identity(_lstat(slot)):
+        # A version swapped out mid-read is being deleted file by file: retry on the new one.
+        if not still_the_slot():
             return _CHANGED
         raise
-    if _identity(before) != _identity(_lstat(slot)):
-        return _CHANGED
-    return result
+    # Still the slot after the read: then it was the slot all along (a version swapped out
+    # never comes back), so no file of it was being deleted while it was read.
+    return result if still_the_slot() else _CHANGED
 
 
 # --- leftovers ------------------------------------------------------------------------
