@@ -1,11 +1,9 @@
 """Datasete Gates: a ComfyUI custom node pack. ComfyUI loads this folder as a package."""
 
-from .gates.constants import NODE_DISPLAY_NAME, NODE_ID
-from .gates.gate import ImageGate, sweep_bus_at_start
-from .gates.gate_server import register_routes
+from .gates.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from .gates.server import register_routes
+from .gates.slots import sweep_bus_at_start
 
-NODE_CLASS_MAPPINGS = {NODE_ID: ImageGate}
-NODE_DISPLAY_NAME_MAPPINGS = {NODE_ID: NODE_DISPLAY_NAME}
 WEB_DIRECTORY = "./web"
 
 register_routes()

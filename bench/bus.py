@@ -76,7 +76,7 @@ def _comfy_load_image(paths: list[str]):
 
 def run(quick: bool, backend: str | None = None, root: str | None = None,
         skip_largest: bool = False) -> tuple[list[dict], list[dict]]:
-    from gates import gate, imagebus, imaging
+    from gates import imagebus, imaging, slots
 
     previous = imaging.PNG_BACKEND
     if backend:
@@ -99,7 +99,7 @@ def run(quick: bool, backend: str | None = None, root: str | None = None,
             warmup = warmup_for(height * width * batch)
             # What the gate does when a person picks a route: publish the uint8 frames it already
             # converted for the preview (the conversion is measured with the preview, and below).
-            stats = interleaved(partial(gate.bus_write, base, "bench", frames, mask_pixels),
+            stats = interleaved(partial(slots.bus_write, base, "bench", frames, mask_pixels),
                                 partial(_bare_encode, bare, frames, mask_pixels), repeats, warmup=warmup)
             slot = os.path.join(base, "bench")
             contents = {}
@@ -121,13 +121,13 @@ def run(quick: bool, backend: str | None = None, root: str | None = None,
 
             bare_paths = [os.path.join(bare, f"f{index}.png") for index in range(batch)]
             mask_path = os.path.join(bare, "m.png")
-            loaded, loaded_mask = gate.bus_load(base, "bench")
+            loaded, loaded_mask = slots.bus_load(base, "bench")
             reference, reference_mask = _bare_decode(bare_paths, mask_path)
             if not (torch.equal(loaded, reference) and torch.equal(loaded_mask[:1], reference_mask)):
                 raise AssertionError("bus_load and the bare decode disagree")
-            stats = interleaved(partial(gate.bus_load, base, "bench"),
+            stats = interleaved(partial(slots.bus_load, base, "bench"),
                                 partial(_bare_decode, bare_paths, mask_path), repeats, warmup=warmup)
-            versus_comfy = interleaved(partial(gate.bus_load, base, "bench"),
+            versus_comfy = interleaved(partial(slots.bus_load, base, "bench"),
                                        partial(_comfy_load_image, bare_paths), max(1, repeats // 3), warmup=0)
             load_rows.append({"size": [height, width, batch], "backend": imaging.png_backend(),
                               "vs_comfy_load_image": versus_comfy["ratio"], **stats})

@@ -33,19 +33,19 @@ def _measure_in_this_process(side: int) -> dict:
     import torch
 
     from bench.common import painted_mask, photo_like
-    from gates import gate, imaging
+    from gates import imaging, slots
 
     image = photo_like(side, side, 1, seed=2)
     mask = painted_mask(side, side, 1)
     work = tempfile.mkdtemp(prefix="bench-mem-")
     try:
-        gate.bus_save(os.path.join(work, "warm"), "warm", torch.rand(1, 16, 16, 3), None)  # imports, first calls
+        slots.bus_save(os.path.join(work, "warm"), "warm", torch.rand(1, 16, 16, 3), None)  # imports, first calls
         gc.collect()
         time.sleep(0.2)
         before = _status_kib("VmRSS")
         with open("/proc/self/clear_refs", "w") as handle:
             handle.write("5")  # reset VmHWM to the current RSS
-        gate.bus_save(os.path.join(work, "gate_bus"), "big", image, mask)
+        slots.bus_save(os.path.join(work, "gate_bus"), "big", image, mask)
         peak = _status_kib("VmHWM")
     finally:
         shutil.rmtree(work, ignore_errors=True)

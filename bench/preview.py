@@ -33,12 +33,12 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def gate_preview(image, temp: str, bus):
     """Exactly the gate's steps between "the image arrived" and "waiting": convert, write, arm, send."""
-    from gates import gate, imaging
+    from gates import imaging, previews
     from gates.constants import EVENT_PREVIEW
 
     frames = imaging.image_to_uint8(image)
     batch, height, width = frames.shape[:3]
-    previews = gate.save_previews(frames, temp)
+    previews = previews.save_previews(frames, temp)
     pause = bus.arm("bench", 2, prompt_id=None, images=previews, source="input",
                     width=width, height=height, frames=batch)
     json.dumps({"type": EVENT_PREVIEW, "data": pause.entry()})  # what PromptServer.send_sync serializes
@@ -65,7 +65,7 @@ def _clear(folder: str) -> None:
 
 def measure(sizes, quick: bool, reference: str, backend: str | None = None) -> list[dict]:
     from gates import imaging
-    from gates.gate_bus import GateBus
+    from gates.pause import GateBus
 
     previous = imaging.PNG_BACKEND
     if backend:

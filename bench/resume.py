@@ -63,7 +63,7 @@ class _ComfyHooks:
 def _server(bus):
     from aiohttp import web
 
-    from gates.gate_server import make_handlers
+    from gates.server import make_handlers
 
     ready = threading.Event()
     state = {}
@@ -96,13 +96,13 @@ def _server(bus):
 
 
 def run(quick: bool) -> dict:
-    from gates import gate
-    from gates.gate_bus import GateBus
+    from gates.nodes import image_gate
+    from gates.pause import GateBus
 
     pauses = 10 if quick else 200
     temp = tempfile.mkdtemp(prefix="bench-resume-")
     hooks = _ComfyHooks(temp)
-    node = gate.ImageGate()
+    node = image_gate.ImageGate()
     node.bus = GateBus()
     image = torch.rand(1, 64, 64, 3)
     returned: queue.Queue = queue.Queue()

@@ -1,7 +1,7 @@
 """Command line for the disk image bus: python -m gates.bus {list,show,put,export,rm}.
 
-It reads and writes slots through the same code as the Image Gate (gate.bus_write,
-gate.bus_read, imagebus), so the id rules and the atomic publish are the same.
+It reads and writes slots through the same code as the Image Gate (slots.bus_write,
+slots.bus_read, imagebus), so the id rules and the atomic publish are the same.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import gate, imagebus, imaging
+from . import imagebus, imaging, slots
 from .constants import BUS_DIR_NAME
 
 EXIT_OK = 0
@@ -148,7 +148,7 @@ def cmd_list(base: Path, args) -> int:
 
 
 def slot_details(base: Path, bus_id: str) -> dict:
-    contents = gate.bus_read(base, bus_id)
+    contents = slots.bus_read(base, bus_id)
     batch, height, width, channels = contents.frames.shape
     masks = 0 if contents.masks is None else int(contents.masks.shape[0])
     modified = max(st.st_mtime for st in contents.files.values())
@@ -216,7 +216,7 @@ def cmd_put(base: Path, args) -> int:
                                            f"the image is {width}x{height}")
     imagebus.sweep_once(base)
     try:
-        manifest = gate.bus_write(base, args.id, np.stack(frames), mask)
+        manifest = slots.bus_write(base, args.id, np.stack(frames), mask)
     except imagebus.SlotIdError:
         raise
     except imagebus.SlotError as exc:
@@ -226,20 +226,20 @@ def cmd_put(base: Path, args) -> int:
     return EXIT_OK
 
 
-def export_names(contents: gate.SlotContents) -> list[tuple[str, str]]:
+def export_names(contents: slots.SlotContents) -> list[tuple[str, str]]:
     """(name in the slot, name in the export folder) for every frame and mask."""
     batch = contents.frames.shape[0]
-    pairs = [(gate.frame_file_name(i), f"frame_{i:04d}.png") for i in range(batch)]
+    pairs = [(slots.frame_file_name(i), f"frame_{i:04d}.png") for i in range(batch)]
     masks = 0 if contents.masks is None else contents.masks.shape[0]
     if masks == 1:
-        pairs.append((gate.mask_file_name(0), "mask.png"))
+        pairs.append((slots.mask_file_name(0), "mask.png"))
     else:
-        pairs += [(gate.mask_file_name(i), f"mask_{i:04d}.png") for i in range(masks)]
+        pairs += [(slots.mask_file_name(i), f"mask_{i:04d}.png") for i in range(masks)]
     return pairs
 
 
 def cmd_export(base: Path, args) -> int:
-    contents = gate.bus_read(base, args.id, keep_data=True)
+    contents = slots.bus_read(base, args.id, keep_data=True)
     target = Path(args.dir).expanduser()
     if target.exists() and not target.is_dir():
         raise CliError(EXIT_WOULD_OVERWRITE, f"{str(target)!r} exists and is not a folder")

@@ -1,7 +1,7 @@
 """Disk-backed image bus: named slots under ComfyUI's input/gate_bus/<id>/. Stdlib only.
 
 A slot is a folder holding image.png (frame 0), frame_0001.png ... for the rest
-of a batch, mask.png and slot.json (the file format lives in gate.py; this
+of a batch, mask.png and slot.json (the file format lives in slots.py; this
 module only knows folders and atomic swaps).
 
 Safety rules, decided here once:

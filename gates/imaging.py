@@ -30,9 +30,9 @@ import threading
 import weakref
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 try:  # optional: the fast PNG backend
@@ -60,6 +60,9 @@ PNG_BACKEND = os.environ.get("DATASETE_GATES_PNG_BACKEND", "auto")  # "auto", "s
 # Rows of float pixels converted per step: small enough to stay in cache, so
 # converting a frame never allocates a float copy of it.
 _CONVERT_CHUNK_FLOATS = 1 << 17
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made, so the codecs load without it
+    import torch
 
 _FLOAT_255 = np.float32(255.0)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -144,6 +147,8 @@ def _float_to_padded_uint8(source: torch.Tensor) -> np.ndarray:
     Same arithmetic as x.mul(255).clamp(0, 255).round() in float32 (round half to
     even), without the float copy of the whole batch that it would allocate.
     """
+    import torch
+
     batch, height, width, channels = (int(n) for n in source.shape)
     row = width * channels
     padded = _new_padded(batch, height, 1 + row)
@@ -171,6 +176,8 @@ def _float_to_padded_uint8(source: torch.Tensor) -> np.ndarray:
 
 def uint8_to_image(frames: np.ndarray) -> torch.Tensor:
     """(B,H,W,C) (or any shape) uint8 -> float tensor in 0..1: x / 255 in float32, as ComfyUI's LoadImage."""
+    import torch
+
     out = np.empty(frames.shape, np.float32)
     np.divide(frames, _FLOAT_255, out=out)  # one pass; a strided (padded) source needs no copy first
     return torch.from_numpy(out)
@@ -178,6 +185,8 @@ def uint8_to_image(frames: np.ndarray) -> torch.Tensor:
 
 def frames_to_image(frames) -> torch.Tensor:
     """A list of (H,W,C) uint8 frames of one size -> (B,H,W,C) float tensor, with no stacked uint8 copy."""
+    import torch
+
     out = np.empty((len(frames),) + tuple(frames[0].shape), np.float32)
     for index, frame in enumerate(frames):
         np.divide(frame, _FLOAT_255, out=out[index])
@@ -547,6 +556,8 @@ def load_image_tensor(path) -> torch.Tensor:
 
 def load_mask_tensor(path, height: int, width: int) -> torch.Tensor:
     """Mask PNG -> (1,H,W) float tensor; zeros when `path` is None. The size must match."""
+    import torch
+
     if path is None:
         return torch.zeros((1, height, width), dtype=torch.float32)
     path = os.fspath(path)
@@ -607,6 +618,8 @@ def _check_mask_png(raw: bytes, width: int, height: int) -> None:
 
 def mask_batch(mask: np.ndarray | torch.Tensor | None, batch: int, height: int, width: int) -> torch.Tensor:
     """One (H,W) or (1,H,W) mask repeated over `batch` frames; zeros when None."""
+    import torch
+
     if mask is None:
         return torch.zeros((batch, height, width), dtype=torch.float32)
     tensor = torch.as_tensor(mask, dtype=torch.float32)

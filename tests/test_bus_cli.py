@@ -16,7 +16,7 @@ import torch
 from bus_testkit import distinct_frames, snapshot, solid_frames, solid_mask
 from PIL import Image
 
-from gates import bus, gate, imaging
+from gates import bus, imaging, slots
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,7 @@ def test_put_list_show_export_rm(inputs, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "published restart_point: 3 frame(s) 5x6" in done.stdout
 
-    image, mask = gate.bus_load(inputs["bus"], "restart_point")
+    image, mask = slots.bus_load(inputs["bus"], "restart_point")
     assert np.array_equal(imaging.image_to_uint8(image), inputs["frames"])
     assert torch.all(mask == 200 / 255)
 
@@ -142,7 +142,7 @@ def test_put_keeps_alpha_and_gives_it_to_every_frame(inputs):
     files = inputs["files"]
     done = cli_here("put", "a", files / "alpha.png", files / "f1.png", input_dir=inputs["input"])
     assert done.returncode == 0, done.stderr
-    image, mask = gate.bus_load(inputs["bus"], "a")
+    image, mask = slots.bus_load(inputs["bus"], "a")
     assert image.shape == (2, 6, 5, 4)
     assert round(float(image[0, 0, 0, 3]) * 255) == 40 and torch.all(image[1, ..., 3] == 1.0)
     assert torch.all(mask == 0)
@@ -151,7 +151,7 @@ def test_put_keeps_alpha_and_gives_it_to_every_frame(inputs):
 
 def test_put_reads_any_format_pillow_reads(inputs):
     assert cli_here("put", "bmp", inputs["files"] / "f0.bmp", input_dir=inputs["input"]).returncode == 0
-    image, _ = gate.bus_load(inputs["bus"], "bmp")
+    image, _ = slots.bus_load(inputs["bus"], "bmp")
     assert np.array_equal(imaging.image_to_uint8(image)[0], inputs["frames"][0])
 
 
@@ -160,7 +160,7 @@ def test_put_replaces_a_slot_whole(inputs):
     cli_here("put", "cp1", files / "f0.png", files / "f1.png", files / "f2.png", "--mask", files / "mask.png",
         input_dir=inputs["input"])
     assert cli_here("put", "cp1", files / "f2.png", input_dir=inputs["input"]).returncode == 0
-    image, mask = gate.bus_load(inputs["bus"], "cp1")
+    image, mask = slots.bus_load(inputs["bus"], "cp1")
     assert image.shape[0] == 1 and torch.all(mask == 0)
     assert sorted(p.name for p in (inputs["bus"] / "cp1").iterdir()) == ["image.png", "slot.json"]
 
@@ -216,7 +216,7 @@ def test_export_into_a_file_is_refused(inputs, tmp_path):
 
 
 def test_export_of_per_frame_masks_names_them_by_frame(inputs, tmp_path):
-    gate.bus_save(inputs["bus"], "pm", distinct_frames(2), torch.stack([torch.zeros(6, 5), torch.ones(6, 5)]))
+    slots.bus_save(inputs["bus"], "pm", distinct_frames(2), torch.stack([torch.zeros(6, 5), torch.ones(6, 5)]))
     out = tmp_path / "out"
     assert cli_here("export", "pm", out, input_dir=inputs["input"]).returncode == 0
     assert sorted(p.name for p in out.iterdir()) == ["frame_0000.png", "frame_0001.png", "mask_0000.png",
@@ -232,7 +232,7 @@ def test_a_missing_slot_is_exit_4(inputs, tmp_path, command):
 
 
 def test_a_corrupt_slot_is_exit_5_naming_it(inputs, tmp_path):
-    gate.bus_save(inputs["bus"], "bad", solid_frames([1, 2]), solid_mask(3))
+    slots.bus_save(inputs["bus"], "bad", solid_frames([1, 2]), solid_mask(3))
     (inputs["bus"] / "bad" / "frame_0001.png").unlink()
     for command in (["show", "bad"], ["export", "bad", tmp_path / "out"]):
         done = cli(*command, input_dir=inputs["input"])

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from gates.gate_bus import (
+from gates.pause import (
     AlreadyResolved,
     GateBus,
     GateCancelled,

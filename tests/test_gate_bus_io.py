@@ -13,8 +13,9 @@ import torch
 from bus_testkit import distinct_frames, snapshot, solid_frames, solid_mask
 from PIL import Image
 
-from gates import gate, gate_bus, gates_compat, imagebus, imaging
+from gates import gates_compat, imagebus, imaging, pause, slots
 from gates.constants import EVENT_PREVIEW, EVENT_RESOLVED, MAX_ROUTES
+from gates.nodes import image_gate
 
 
 def to_uint8(tensor: torch.Tensor) -> np.ndarray:
@@ -31,8 +32,8 @@ def assert_same_pixels(a: torch.Tensor, b: torch.Tensor):
 
 def test_a_batch_of_three_distinct_frames_round_trips_in_order(tmp_path):
     frames = distinct_frames(3)
-    gate.bus_save(tmp_path, "batch", frames, solid_mask(128, frames=1))
-    image, mask = gate.bus_load(tmp_path, "batch")
+    slots.bus_save(tmp_path, "batch", frames, solid_mask(128, frames=1))
+    image, mask = slots.bus_load(tmp_path, "batch")
     assert_same_pixels(image, frames)
     assert mask.shape == (3, 6, 5) and torch.all(mask == 128 / 255)
     names = sorted(p.name for p in (tmp_path / "batch").iterdir())
@@ -41,7 +42,7 @@ def test_a_batch_of_three_distinct_frames_round_trips_in_order(tmp_path):
 
 def test_image_png_is_frame_zero_as_an_ordinary_png(tmp_path):
     frames = distinct_frames(3)
-    gate.bus_save(tmp_path, "batch", frames, None)
+    slots.bus_save(tmp_path, "batch", frames, None)
     with Image.open(tmp_path / "batch" / "image.png") as png:
         assert png.format == "PNG" and png.size == (5, 6)
         assert np.array_equal(np.array(png.convert("RGB")), imaging.image_to_uint8(frames)[0])
@@ -52,8 +53,8 @@ def test_image_png_is_frame_zero_as_an_ordinary_png(tmp_path):
 def test_alpha_round_trips(tmp_path):
     frames = distinct_frames(2, channels=4)
     frames[0, 0, 0, 3] = 0.0  # one fully transparent pixel
-    gate.bus_save(tmp_path, "alpha", frames, None)
-    image, mask = gate.bus_load(tmp_path, "alpha")
+    slots.bus_save(tmp_path, "alpha", frames, None)
+    image, mask = slots.bus_load(tmp_path, "alpha")
     assert image.shape == (2, 6, 5, 4)
     assert_same_pixels(image, frames)
     assert float(image[0, 0, 0, 3]) == 0.0
@@ -65,14 +66,14 @@ def test_alpha_round_trips(tmp_path):
 def test_an_opaque_alpha_channel_stays_four_channels(tmp_path):
     frames = solid_frames([30], channels=4)
     frames[..., 3] = 1.0
-    gate.bus_save(tmp_path, "opaque", frames, None)
-    assert gate.bus_load(tmp_path, "opaque")[0].shape[-1] == 4
+    slots.bus_save(tmp_path, "opaque", frames, None)
+    assert slots.bus_load(tmp_path, "opaque")[0].shape[-1] == 4
 
 
 def test_a_one_channel_image_round_trips(tmp_path):
     frames = distinct_frames(2, channels=1)
-    gate.bus_save(tmp_path, "gray", frames, None)
-    image, _ = gate.bus_load(tmp_path, "gray")
+    slots.bus_save(tmp_path, "gray", frames, None)
+    image, _ = slots.bus_load(tmp_path, "gray")
     assert image.shape == (2, 6, 5, 1)
     assert_same_pixels(image, frames)
 
@@ -80,36 +81,36 @@ def test_a_one_channel_image_round_trips(tmp_path):
 def test_masks_of_their_own_per_frame_round_trip(tmp_path):
     frames = distinct_frames(3)
     masks = torch.stack([torch.full((6, 5), v / 255) for v in (0, 100, 255)])
-    gate.bus_save(tmp_path, "masks", frames, masks)
-    _, mask = gate.bus_load(tmp_path, "masks")
+    slots.bus_save(tmp_path, "masks", frames, masks)
+    _, mask = slots.bus_load(tmp_path, "masks")
     assert_same_pixels(mask, masks)
     assert json.loads((tmp_path / "masks" / "slot.json").read_text())["mask_frames"] == 3
     assert (tmp_path / "masks" / "mask_0002.png").is_file()
 
 
 def test_one_mask_repeated_over_the_batch_is_stored_once(tmp_path):
-    gate.bus_save(tmp_path, "same", distinct_frames(3), solid_mask(77, frames=3))
+    slots.bus_save(tmp_path, "same", distinct_frames(3), solid_mask(77, frames=3))
     assert not (tmp_path / "same" / "mask_0001.png").exists()
-    _, mask = gate.bus_load(tmp_path, "same")
+    _, mask = slots.bus_load(tmp_path, "same")
     assert mask.shape == (3, 6, 5) and torch.all(mask == 77 / 255)
 
 
 def test_a_two_dimensional_mask_is_accepted(tmp_path):
-    gate.bus_save(tmp_path, "flat", distinct_frames(2), torch.full((6, 5), 1.0))
-    assert torch.all(gate.bus_load(tmp_path, "flat")[1] == 1.0)
+    slots.bus_save(tmp_path, "flat", distinct_frames(2), torch.full((6, 5), 1.0))
+    assert torch.all(slots.bus_load(tmp_path, "flat")[1] == 1.0)
 
 
 def test_no_mask_loads_as_zeros_and_the_manifest_says_so(tmp_path):
-    gate.bus_save(tmp_path, "nomask", distinct_frames(2), None)
+    slots.bus_save(tmp_path, "nomask", distinct_frames(2), None)
     manifest = json.loads((tmp_path / "nomask" / "slot.json").read_text())
     assert manifest["mask"] is False and manifest["mask_frames"] == 0
     assert not (tmp_path / "nomask" / "mask.png").exists()
-    _, mask = gate.bus_load(tmp_path, "nomask")
+    _, mask = slots.bus_load(tmp_path, "nomask")
     assert mask.shape == (2, 6, 5) and torch.all(mask == 0)
 
 
 def test_the_manifest_describes_the_slot(tmp_path):
-    gate.bus_save(tmp_path, "m", distinct_frames(3, height=7, width=9, channels=4), solid_mask(1, 7, 9))
+    slots.bus_save(tmp_path, "m", distinct_frames(3, height=7, width=9, channels=4), solid_mask(1, 7, 9))
     manifest = json.loads((tmp_path / "m" / "slot.json").read_text())
     assert {k: manifest[k] for k in ("format", "version", "frames", "width", "height", "channels", "mask",
                                      "mask_frames")} == {
@@ -118,10 +119,10 @@ def test_the_manifest_describes_the_slot(tmp_path):
 
 
 def test_a_republish_with_fewer_frames_leaves_no_old_frames(tmp_path):
-    gate.bus_save(tmp_path, "shrink", distinct_frames(3), None)
-    gate.bus_save(tmp_path, "shrink", distinct_frames(1), solid_mask(5))
+    slots.bus_save(tmp_path, "shrink", distinct_frames(3), None)
+    slots.bus_save(tmp_path, "shrink", distinct_frames(1), solid_mask(5))
     assert sorted(p.name for p in (tmp_path / "shrink").iterdir()) == ["image.png", "mask.png", "slot.json"]
-    assert gate.bus_load(tmp_path, "shrink")[0].shape[0] == 1
+    assert slots.bus_load(tmp_path, "shrink")[0].shape[0] == 1
 
 
 def test_a_slot_in_the_plans_layout_still_loads(tmp_path):
@@ -129,10 +130,10 @@ def test_a_slot_in_the_plans_layout_still_loads(tmp_path):
     slot = imagebus.ensure_dir(tmp_path, "old")
     imaging.save_image_tensor(slot / "image.png", solid_frames([90]))
     imaging.save_mask_tensor(slot / "mask.png", solid_mask(255))
-    image, mask = gate.bus_load(tmp_path, "old")
+    image, mask = slots.bus_load(tmp_path, "old")
     assert image.shape == (1, 6, 5, 3) and torch.all(mask == 1.0)
     (slot / "mask.png").unlink()
-    assert torch.all(gate.bus_load(tmp_path, "old")[1] == 0)
+    assert torch.all(slots.bus_load(tmp_path, "old")[1] == 0)
 
 
 def test_bus_write_refuses_bad_arrays_naming_the_slot(tmp_path):
@@ -141,13 +142,13 @@ def test_bus_write_refuses_bad_arrays_naming_the_slot(tmp_path):
                           (np.zeros((0, 4, 4, 3), np.uint8), None), (good, np.zeros((2, 4, 4), np.uint8)),
                           (good, np.zeros((1, 4, 5), np.uint8)), (good, np.zeros((1, 4, 4), np.float32))]:
         with pytest.raises(imagebus.SlotError, match="'cp1'"):
-            gate.bus_write(tmp_path, "cp1", frames, masks)
+            slots.bus_write(tmp_path, "cp1", frames, masks)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_mask_batch_that_fits_neither_one_nor_every_frame_is_refused(tmp_path):
     with pytest.raises(imagebus.SlotError, match="'cp1'"):
-        gate.bus_save(tmp_path, "cp1", distinct_frames(3), solid_mask(1, frames=2))
+        slots.bus_save(tmp_path, "cp1", distinct_frames(3), solid_mask(1, frames=2))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -155,7 +156,7 @@ def test_a_mask_batch_that_fits_neither_one_nor_every_frame_is_refused(tmp_path)
 
 @pytest.fixture
 def slot(tmp_path):
-    gate.bus_save(tmp_path, "broken", distinct_frames(3), solid_mask(200))
+    slots.bus_save(tmp_path, "broken", distinct_frames(3), solid_mask(200))
     return tmp_path / "broken"
 
 
@@ -205,7 +206,7 @@ CORRUPTIONS = {
 def test_an_unreadable_slot_fails_naming_the_slot(slot, corruption):
     damage, message = CORRUPTIONS[corruption]
     damage(slot)
-    for call in (gate.bus_load, gate.bus_read, lambda base, i: gate.resolve_source(base, None, i)):
+    for call in (slots.bus_load, slots.bus_read, lambda base, i: slots.resolve_source(base, None, i)):
         with pytest.raises(imagebus.SlotError) as caught:
             call(slot.parent, "broken")
         assert not isinstance(caught.value, imagebus.SlotNotFound)
@@ -216,13 +217,13 @@ def test_an_empty_or_absent_slot_is_not_found_and_resolves_to_nothing(tmp_path):
     imagebus.ensure_dir(tmp_path, "empty")
     for bus_id in ("empty", "absent"):
         with pytest.raises(imagebus.SlotNotFound, match=f"'{bus_id}'"):
-            gate.bus_load(tmp_path, bus_id)
-        assert gate.resolve_source(tmp_path, None, bus_id) == (None, None)
-    assert gate.resolve_source(tmp_path / "no_bus_folder", None, "absent") == (None, None)
+            slots.bus_load(tmp_path, bus_id)
+        assert slots.resolve_source(tmp_path, None, bus_id) == (None, None)
+    assert slots.resolve_source(tmp_path / "no_bus_folder", None, "absent") == (None, None)
 
 
 def test_list_ids_leaves_out_staging_empty_and_half_made_folders(tmp_path):
-    gate.bus_save(tmp_path, "good", distinct_frames(1), None)
+    slots.bus_save(tmp_path, "good", distinct_frames(1), None)
     imagebus.ensure_dir(tmp_path, "empty")
     (tmp_path / "only_mask").mkdir()
     imaging.save_mask_tensor(tmp_path / "only_mask" / "mask.png", solid_mask(1))
@@ -239,10 +240,10 @@ def test_list_ids_leaves_out_staging_empty_and_half_made_folders(tmp_path):
 
 
 def test_a_slot_can_be_read_while_a_file_of_it_is_open_for_reading(tmp_path):
-    gate.bus_save(tmp_path, "open", distinct_frames(2), None)
+    slots.bus_save(tmp_path, "open", distinct_frames(2), None)
     with open(tmp_path / "open" / "image.png", "rb"):
-        gate.bus_save(tmp_path, "open", distinct_frames(3), None)
-        assert gate.bus_load(tmp_path, "open")[0].shape[0] == 3
+        slots.bus_save(tmp_path, "open", distinct_frames(3), None)
+        assert slots.bus_load(tmp_path, "open")[0].shape[0] == 3
 
 
 # --- the send + get race warning -------------------------------------------------------
@@ -258,33 +259,33 @@ def test_slots_sent_and_got_finds_the_race():
     prompt = {"1": {"class_type": "EmptyImage", "inputs": {}}, "2": _gate(send="cp1", image_linked=True),
               "3": _gate(get="cp1"), "4": _gate(send="cp2"), "5": _gate(get="cp3"),
               "6": _gate(send="cp4", get="cp4"), "7": _gate(send="cp5", get="cp5"), "8": _gate(get="cp5")}
-    assert gate.slots_sent_and_got(prompt) == {"cp1", "cp5"}
-    assert gate.slots_sent_and_got(None) == set()
-    assert gate.slots_sent_and_got({"x": "junk", "y": {"class_type": "DataseteImageGate"}}) == set()
+    assert image_gate.slots_sent_and_got(prompt) == {"cp1", "cp5"}
+    assert image_gate.slots_sent_and_got(None) == set()
+    assert image_gate.slots_sent_and_got({"x": "junk", "y": {"class_type": "DataseteImageGate"}}) == set()
 
 
 def test_one_gate_that_gets_and_sends_the_same_id_is_no_race():
     """The "ignore on the normal path" gate: it loads before it pauses and publishes after the choice."""
-    assert gate.slots_sent_and_got({"2": _gate(send="cp1", get="cp1")}) == set()
+    assert image_gate.slots_sent_and_got({"2": _gate(send="cp1", get="cp1")}) == set()
 
 
 def test_a_getter_with_an_image_wired_is_no_race():
     prompt = {"2": _gate(send="cp1", image_linked=True), "3": _gate(get="cp1", image_linked=True)}
-    assert gate.slots_sent_and_got(prompt) == set()
+    assert image_gate.slots_sent_and_got(prompt) == set()
 
 
 def test_linked_ids_are_not_counted():
     prompt = {"2": _gate(send=["9", 0]), "3": _gate(get=["9", 0])}
-    assert gate.slots_sent_and_got(prompt) == set()
+    assert image_gate.slots_sent_and_got(prompt) == set()
 
 
 def test_the_race_warning_names_the_id_once_per_prompt(caplog):
     prompt = {"2": _gate(send="cp1", image_linked=True), "3": _gate(get="cp1")}
     with caplog.at_level(logging.WARNING, logger="datasete_gates"):
-        assert gate.warn_sent_and_got(prompt, "prompt-a", "", "cp1") == ["cp1"]
-        assert gate.warn_sent_and_got(prompt, "prompt-a", "cp1", "") == []
-        assert gate.warn_sent_and_got(prompt, "prompt-b", "cp1", "") == ["cp1"]
-        assert gate.warn_sent_and_got(prompt, "prompt-c", "cp9", "") == []
+        assert image_gate.warn_sent_and_got(prompt, "prompt-a", "", "cp1") == ["cp1"]
+        assert image_gate.warn_sent_and_got(prompt, "prompt-a", "cp1", "") == []
+        assert image_gate.warn_sent_and_got(prompt, "prompt-b", "cp1", "") == ["cp1"]
+        assert image_gate.warn_sent_and_got(prompt, "prompt-c", "cp9", "") == []
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and all("'cp1'" in w and "both sent" in w for w in warnings)
 
@@ -310,12 +311,12 @@ def fake_comfy(tmp_path, monkeypatch):
     monkeypatch.setattr(gates_compat, "current_prompt_id", lambda: "prompt-1")
     monkeypatch.setattr(gates_compat, "check_interrupt", lambda: None)
     monkeypatch.setattr(gates_compat, "broadcast", lambda event, data: recorder.events.append((event, data)))
-    node = gate.ImageGate()
-    node.bus = gate_bus.GateBus()
+    node = image_gate.ImageGate()
+    node.bus = pause.GateBus()
     return {"base": base, "node": node, "blocker": blocker, "events": recorder.events, "root": tmp_path}
 
 
-def _decide(bus: gate_bus.GateBus, route: int, mask=None, seen: list | None = None):
+def _decide(bus: pause.GateBus, route: int, mask=None, seen: list | None = None):
     def decide():
         for _ in range(2000):
             entries = bus.pending()
@@ -341,7 +342,7 @@ def test_no_image_and_an_unknown_or_empty_get_id_is_a_silent_no_op(fake_comfy):
 
 
 def test_a_corrupt_get_slot_fails_before_any_pause(fake_comfy):
-    gate.bus_save(fake_comfy["base"], "bad", distinct_frames(2), None)
+    slots.bus_save(fake_comfy["base"], "bad", distinct_frames(2), None)
     (fake_comfy["base"] / "bad" / "frame_0001.png").unlink()
     with pytest.raises(imagebus.SlotError, match="slot 'bad'"):
         fake_comfy["node"].run(routes=2, unique_id="4", image=None, get_id="bad")
@@ -350,7 +351,7 @@ def test_a_corrupt_get_slot_fails_before_any_pause(fake_comfy):
 
 def test_get_loads_the_slot_pauses_as_bus_and_routes_it(fake_comfy):
     frames = distinct_frames(3)
-    gate.bus_save(fake_comfy["base"], "cp1", frames, solid_mask(90))
+    slots.bus_save(fake_comfy["base"], "cp1", frames, solid_mask(90))
     seen = []
     thread = _decide(fake_comfy["node"].bus, 2, seen=seen)
     out = fake_comfy["node"].run(routes=2, unique_id="4", image=None, get_id="cp1")
@@ -362,7 +363,7 @@ def test_get_loads_the_slot_pauses_as_bus_and_routes_it(fake_comfy):
 
 
 def test_a_wired_image_wins_over_get_id(fake_comfy):
-    gate.bus_save(fake_comfy["base"], "cp1", distinct_frames(3), solid_mask(90))
+    slots.bus_save(fake_comfy["base"], "cp1", distinct_frames(3), solid_mask(90))
     wired = solid_frames([5])
     seen = []
     thread = _decide(fake_comfy["node"].bus, 1, seen=seen)
@@ -373,14 +374,14 @@ def test_a_wired_image_wins_over_get_id(fake_comfy):
 
 
 def test_a_painted_mask_overrides_the_loaded_one_and_is_what_gets_published(fake_comfy):
-    gate.bus_save(fake_comfy["base"], "cp1", distinct_frames(2), solid_mask(90))
+    slots.bus_save(fake_comfy["base"], "cp1", distinct_frames(2), solid_mask(90))
     painted = np.full((6, 5), 1.0, np.float32)
     painted[0, 0] = 0.0
     thread = _decide(fake_comfy["node"].bus, 1, mask=painted)
     out = fake_comfy["node"].run(routes=2, unique_id="4", image=None, get_id="cp1", send_id="cp2")
     thread.join()
     assert out[0].shape == (2, 6, 5) and float(out[0][1, 0, 0]) == 0.0 and float(out[0][1, 1, 1]) == 1.0
-    _, published_mask = gate.bus_load(fake_comfy["base"], "cp2")
+    _, published_mask = slots.bus_load(fake_comfy["base"], "cp2")
     assert torch.equal(published_mask, out[0])
     resolved = [data for event, data in fake_comfy["events"] if event == EVENT_RESOLVED]
     assert resolved[-1]["published"] == "cp2"
@@ -391,7 +392,7 @@ def test_publish_on_pass_writes_every_frame_and_the_output_mask(fake_comfy):
     thread = _decide(fake_comfy["node"].bus, 2)
     out = fake_comfy["node"].run(routes=2, unique_id="4", image=frames, send_id="restart_point")
     thread.join()
-    image, mask = gate.bus_load(fake_comfy["base"], "restart_point")
+    image, mask = slots.bus_load(fake_comfy["base"], "restart_point")
     assert_same_pixels(image, frames)
     assert torch.equal(mask, out[0])
     events = [event for event, _ in fake_comfy["events"]]

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gates import gate, imaging
+from gates import imaging
 from gates.constants import (
     CATEGORY,
     EVENT_PREVIEW,
@@ -29,7 +29,8 @@ from gates.constants import (
     PREVIEW_PREFIX,
     SOURCE_INPUT,
 )
-from gates.gate_bus import AlreadyResolved, GateBus
+from gates.nodes import image_gate
+from gates.pause import AlreadyResolved, GateBus
 
 JOIN_SECONDS = 20.0
 
@@ -42,20 +43,20 @@ BLOCKER = object()
 @pytest.mark.parametrize("chosen", range(MAX_ROUTES))
 def test_route_tuple_puts_the_image_on_the_chosen_route_only(chosen):
     image = torch.rand(2, 3, 4, 3)
-    routes = gate.route_tuple(chosen, image, BLOCKER, MAX_ROUTES)
+    routes = image_gate.route_tuple(chosen, image, BLOCKER, MAX_ROUTES)
     assert len(routes) == MAX_ROUTES
     assert routes[chosen] is image
     assert all(out is BLOCKER for index, out in enumerate(routes) if index != chosen)
 
 
 def test_route_tuple_with_fewer_routes():
-    assert gate.route_tuple(0, "img", BLOCKER, 1) == ("img",)
-    assert gate.route_tuple(2, "img", BLOCKER, 3) == (BLOCKER, BLOCKER, "img")
+    assert image_gate.route_tuple(0, "img", BLOCKER, 1) == ("img",)
+    assert image_gate.route_tuple(2, "img", BLOCKER, 3) == (BLOCKER, BLOCKER, "img")
 
 
 def test_mask_from_stash_without_paint_is_zeros_of_the_image_size_for_every_frame():
     image = torch.rand(3, 5, 7, 3)
-    mask = gate.mask_from_stash(None, image)
+    mask = image_gate.mask_from_stash(None, image)
     assert mask.shape == (3, 5, 7) and mask.dtype == torch.float32
     assert not mask.any()
 
@@ -67,7 +68,7 @@ def test_mask_from_stash_repeats_one_painted_mask_over_the_batch(kind):
     painted[0, 0] = 0.5
     stash = {"numpy (H,W)": painted, "tensor (H,W)": torch.from_numpy(painted),
              "tensor (1,H,W)": torch.from_numpy(painted)[None]}[kind]
-    mask = gate.mask_from_stash(stash, torch.rand(4, 5, 7, 3))
+    mask = image_gate.mask_from_stash(stash, torch.rand(4, 5, 7, 3))
     assert mask.shape == (4, 5, 7) and mask.dtype == torch.float32
     for frame in mask:
         np.testing.assert_array_equal(frame.numpy(), painted)
@@ -77,7 +78,7 @@ def test_mask_from_stash_repeats_one_painted_mask_over_the_batch(kind):
 
 def test_mask_from_stash_keeps_a_mask_per_frame():
     per_frame = torch.rand(3, 5, 7)
-    mask = gate.mask_from_stash(per_frame, torch.rand(3, 5, 7, 3))
+    mask = image_gate.mask_from_stash(per_frame, torch.rand(3, 5, 7, 3))
     torch.testing.assert_close(mask, per_frame)
 
 
@@ -200,7 +201,7 @@ def fake(tmp_path):
 
 @pytest.fixture
 def node():
-    node = gate.ImageGate()
+    node = image_gate.ImageGate()
     node.bus = GateBus()  # its own bus: nothing shared with other tests or the pack's global one
     return node
 
@@ -309,7 +310,7 @@ def test_identical_runs_pause_every_time_with_a_fresh_token(fake, node):
         running.join()
         assert running.result[route] is image
     assert len(set(tokens)) == 3
-    assert math.isnan(gate.ImageGate.IS_CHANGED(routes=2, image=image))  # never served from the cache
+    assert math.isnan(image_gate.ImageGate.IS_CHANGED(routes=2, image=image))  # never served from the cache
 
 
 def test_no_image_and_no_get_id_is_a_silent_no_op(fake, node):
@@ -351,7 +352,7 @@ def test_a_preview_that_cannot_be_written_fails_the_run_and_leaves_no_files(fake
 
 def test_the_prompt_id_is_none_outside_an_executing_context(tmp_path):
     fake = FakeComfy(str(tmp_path), prompt_id=None)
-    node = gate.ImageGate()
+    node = image_gate.ImageGate()
     node.bus = GateBus()
     with fake.installed():
         running = RunningGate(node, routes=2, unique_id="3", image=frames_of((1, 1, 1)))
@@ -364,7 +365,7 @@ def test_the_prompt_id_is_none_outside_an_executing_context(tmp_path):
 # --- what ComfyUI shows of the node -------------------------------------------------------
 
 def test_the_node_describes_itself():
-    node_class = gate.ImageGate
+    node_class = image_gate.ImageGate
     assert NODE_DISPLAY_NAME == "Image Gate (Manual Router)"
     assert CATEGORY.startswith("Datasete") and node_class.CATEGORY == CATEGORY
     assert node_class.DESCRIPTION

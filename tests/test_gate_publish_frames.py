@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gates import gate, imaging
+from gates import imaging, previews, slots
 
 
 @pytest.mark.parametrize("backend", ["auto", "stdlib", "pillow"])
@@ -16,11 +16,11 @@ def test_preview_leaves_frames_intact_for_the_publish(tmp_path, monkeypatch, bac
     frames = imaging.image_to_uint8(image)
     before = np.array(frames, copy=True)
 
-    gate.save_previews(frames, str(tmp_path / "temp"))
+    previews.save_previews(frames, str(tmp_path / "temp"))
     assert np.array_equal(frames, before)
 
     mask = torch.rand((1, 37, 53), generator=generator)
-    gate.bus_write(str(tmp_path / "gate_bus"), "cp1", frames, imaging.mask_to_uint8(mask))
-    loaded, loaded_mask = gate.bus_load(str(tmp_path / "gate_bus"), "cp1")
+    slots.bus_write(str(tmp_path / "gate_bus"), "cp1", frames, imaging.mask_to_uint8(mask))
+    loaded, loaded_mask = slots.bus_load(str(tmp_path / "gate_bus"), "cp1")
     assert np.array_equal(imaging.image_to_uint8(loaded), before)
     assert np.array_equal(imaging.mask_to_uint8(loaded_mask)[0], imaging.mask_to_uint8(mask)[0])

@@ -19,9 +19,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from gates import gate, gate_server, imaging
+from gates import imaging, server, slots
 from gates.constants import MAX_REQUEST_BYTES, ROUTE_BUS_LIST, ROUTE_CANCEL, ROUTE_CHOOSE, ROUTE_PENDING
-from gates.gate_bus import GateBus, GateCancelled
+from gates.pause import GateBus, GateCancelled
 
 WIDTH, HEIGHT = 6, 4
 LIMIT = 4096  # a small body limit so the oversize cases need no megabytes
@@ -56,7 +56,7 @@ def run_with_server(body, bus: GateBus, tmp_path, max_body: int = LIMIT):
 
     async def main():
         app = web.Application()
-        handlers = gate_server.make_handlers(bus=bus, bus_base=lambda: str(tmp_path / "gate_bus"),
+        handlers = server.make_handlers(bus=bus, bus_base=lambda: str(tmp_path / "gate_bus"),
                                              max_body=max_body)
         for (method, path), handler in handlers.items():
             app.router.add_route(method, path, handler)
@@ -227,8 +227,8 @@ def test_bus_list_names_the_published_slots(tmp_path):
         resp = await client.get(ROUTE_BUS_LIST)
         assert (resp.status, await resp.json()) == (200, {"ids": []})  # no gate_bus folder yet
         image = torch.zeros((1, HEIGHT, WIDTH, 3))
-        gate.bus_save(str(tmp_path / "gate_bus"), "cp2", image, None)
-        gate.bus_save(str(tmp_path / "gate_bus"), "cp1", image, None)
+        slots.bus_save(str(tmp_path / "gate_bus"), "cp2", image, None)
+        slots.bus_save(str(tmp_path / "gate_bus"), "cp1", image, None)
         resp = await client.get(ROUTE_BUS_LIST)
         assert (resp.status, await resp.json()) == (200, {"ids": ["cp1", "cp2"]})
 
@@ -409,7 +409,7 @@ def test_a_body_exactly_at_the_limit_is_accepted_and_one_byte_more_is_not(tmp_pa
 def test_the_default_limit_is_the_documented_one():
     import inspect
 
-    assert inspect.signature(gate_server.make_handlers).parameters["max_body"].default == MAX_REQUEST_BYTES
+    assert inspect.signature(server.make_handlers).parameters["max_body"].default == MAX_REQUEST_BYTES
 
 
 def test_an_unexpected_failure_answers_json_4xx_not_500_and_leaves_the_gate_waiting(tmp_path, monkeypatch):

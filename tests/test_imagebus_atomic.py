@@ -14,7 +14,7 @@ import pytest
 import torch
 from bus_testkit import solid_frames, solid_mask
 
-from gates import gate, imagebus
+from gates import imagebus, slots
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ SIZE = 32
 
 def publish_pair(base, bus_id: str, k: int) -> None:
     value, frames = VALUES[k % len(VALUES)], FRAMES[k % len(FRAMES)]
-    gate.bus_save(base, bus_id, solid_frames([value] * frames, SIZE, SIZE, 4),
+    slots.bus_save(base, bus_id, solid_frames([value] * frames, SIZE, SIZE, 4),
                   solid_mask(value, SIZE, SIZE, frames))
 
 
@@ -49,7 +49,7 @@ def hammer(base, bus_id: str, writer_done: threading.Event | None, process=None,
     seen = {"reads": 0, "pairs": set(), "missing": 0}
     while not (writer_done.is_set() if writer_done else process.poll() is not None):
         try:
-            image, mask = gate.bus_load(base, bus_id)
+            image, mask = slots.bus_load(base, bus_id)
         except imagebus.SlotNotFound:
             if not allow_missing and seen["reads"]:
                 raise
@@ -68,7 +68,7 @@ def test_the_checker_catches_a_torn_slot(tmp_path):
     publish_pair(tmp_path, "other", 1)
     os.replace(tmp_path / "other" / "mask.png", tmp_path / "hot" / "mask.png")
     with pytest.raises(AssertionError):
-        check_pair(*gate.bus_load(tmp_path, "hot"))
+        check_pair(*slots.bus_load(tmp_path, "hot"))
 
 
 def _writer_thread(base, bus_id, publishes, done, errors):
@@ -101,7 +101,7 @@ def test_reader_threads_never_see_a_mixed_pair(tmp_path):
     assert errors == []
     assert all(result["missing"] == 0 for result in results)
     assert sum(result["reads"] for result in results) > 0
-    check_pair(*gate.bus_load(tmp_path, "hot"))
+    check_pair(*slots.bus_load(tmp_path, "hot"))
     assert sorted(os.listdir(tmp_path)) == ["hot"]  # no staging folder left behind
 
 
@@ -123,7 +123,7 @@ def test_a_reader_in_another_process_never_sees_a_mixed_pair(tmp_path, publishes
         _, err = writer.communicate(timeout=600)
     assert writer.returncode == 0, err.decode()
     assert seen["missing"] == 0
-    check_pair(*gate.bus_load(tmp_path, "hot"))
+    check_pair(*slots.bus_load(tmp_path, "hot"))
     assert sorted(os.listdir(tmp_path)) == ["hot"]
 
 
@@ -149,7 +149,7 @@ def test_without_an_atomic_exchange_readers_still_never_see_a_mixed_pair(tmp_pat
     _writer_thread(tmp_path, "hot", 60, done, errors)
     thread.join()
     assert errors == []
-    check_pair(*gate.bus_load(tmp_path, "hot"))
+    check_pair(*slots.bus_load(tmp_path, "hot"))
     assert sorted(os.listdir(tmp_path)) == ["hot"]
 
 
@@ -179,7 +179,7 @@ def test_a_version_half_deleted_under_the_reader_is_never_returned(tmp_path, mon
         return real_names(reader)
 
     monkeypatch.setattr(imagebus.SlotReader, "names", names_with_a_publish_in_between)
-    assert check_pair(*gate.bus_load(tmp_path, "hot")) == 2
+    assert check_pair(*slots.bus_load(tmp_path, "hot")) == 2
     assert state["raced"]
     real_remove(state["half_deleted"])
 
@@ -200,7 +200,7 @@ def test_racing_publishers_leave_one_whole_pair(tmp_path):
     for thread in threads:
         thread.join()
     assert errors == []
-    check_pair(*gate.bus_load(tmp_path, "hot"))
+    check_pair(*slots.bus_load(tmp_path, "hot"))
     assert sorted(os.listdir(tmp_path)) == ["hot"]
 
 
@@ -221,7 +221,7 @@ def test_delete_while_reading_gives_the_whole_slot_or_none(tmp_path):
     thread.start()
     while not done.is_set():
         try:
-            check_pair(*gate.bus_load(tmp_path, "hot"))
+            check_pair(*slots.bus_load(tmp_path, "hot"))
         except imagebus.SlotNotFound:
             pass
     thread.join()
@@ -244,7 +244,7 @@ def test_a_failing_write_leaves_the_old_slot_and_no_leftovers(tmp_path):
             imagebus.publish(tmp_path, "cp1", failure)
         assert {p.name: p.read_bytes() for p in (tmp_path / "cp1").iterdir()} == old
         assert sorted(os.listdir(tmp_path)) == ["cp1"]
-    assert check_pair(*gate.bus_load(tmp_path, "cp1")) == 2
+    assert check_pair(*slots.bus_load(tmp_path, "cp1")) == 2
 
 
 def test_a_failing_png_write_in_bus_save_is_a_slot_error_and_keeps_the_old_slot(tmp_path, monkeypatch):
@@ -253,11 +253,11 @@ def test_a_failing_png_write_in_bus_save_is_a_slot_error_and_keeps_the_old_slot(
     def disk_full(path, pixels, *args):
         raise OSError(28, "No space left on device", path)
 
-    monkeypatch.setattr(gate.imaging, "write_png", disk_full)
+    monkeypatch.setattr(slots.imaging, "write_png", disk_full)
     with pytest.raises(imagebus.SlotError, match="'cp1': could not publish.*No space left"):
         publish_pair(tmp_path, "cp1", 3)
     monkeypatch.undo()
-    assert check_pair(*gate.bus_load(tmp_path, "cp1")) == 1
+    assert check_pair(*slots.bus_load(tmp_path, "cp1")) == 1
     assert sorted(os.listdir(tmp_path)) == ["cp1"]
 
 
@@ -295,11 +295,11 @@ def test_killed_while_writing_files_leaves_the_old_slot_and_the_sweep_cleans_up(
     """)
     assert done.returncode == 9, done.stderr.decode()
     assert len(_leftovers(tmp_path)) == 1
-    assert check_pair(*gate.bus_load(tmp_path, "cp1")) == 1
+    assert check_pair(*slots.bus_load(tmp_path, "cp1")) == 1
     assert imagebus.list_ids(tmp_path) == ["cp1"]
     assert imagebus.sweep_staging(tmp_path) == 1
     assert os.listdir(tmp_path) == ["cp1"]
-    assert check_pair(*gate.bus_load(tmp_path, "cp1")) == 1
+    assert check_pair(*slots.bus_load(tmp_path, "cp1")) == 1
 
 
 def test_killed_after_the_swap_leaves_the_new_slot_and_the_sweep_removes_the_old_one(tmp_path):
@@ -312,7 +312,7 @@ def test_killed_after_the_swap_leaves_the_new_slot_and_the_sweep_removes_the_old
         imagebus._remove = die
     """)
     assert done.returncode == 9, done.stderr.decode()
-    assert check_pair(*gate.bus_load(tmp_path, "cp1")) == 4
+    assert check_pair(*slots.bus_load(tmp_path, "cp1")) == 4
     assert len(_leftovers(tmp_path)) == 1
     assert imagebus.sweep_staging(tmp_path) == 1
     assert os.listdir(tmp_path) == ["cp1"]
@@ -335,7 +335,7 @@ def test_killed_between_the_two_renames_of_the_fallback_the_sweep_puts_the_old_s
     assert len(_leftovers(tmp_path)) == 2
     assert imagebus.sweep_staging(tmp_path) == 2
     assert os.listdir(tmp_path) == ["cp1"]
-    assert check_pair(*gate.bus_load(tmp_path, "cp1")) == 1
+    assert check_pair(*slots.bus_load(tmp_path, "cp1")) == 1
 
 
 def test_the_sweep_spares_publishes_in_flight(tmp_path):

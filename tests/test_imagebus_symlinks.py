@@ -7,7 +7,7 @@ import os
 import pytest
 from bus_testkit import snapshot, solid_frames, solid_mask
 
-from gates import bus, gate, imagebus
+from gates import bus, imagebus, slots
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="needs POSIX symlinks")
 
@@ -16,14 +16,14 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", r
 def outside(tmp_path):
     """A real slot outside the bus, which a link inside the bus points at."""
     folder = tmp_path / "outside_store"
-    gate.bus_save(folder, "victim", solid_frames([200]), solid_mask(100))
+    slots.bus_save(folder, "victim", solid_frames([200]), solid_mask(100))
     return folder / "victim"
 
 
 @pytest.fixture
 def base(tmp_path):
     base = tmp_path / "gate_bus"
-    gate.bus_save(base, "real", solid_frames([1]), solid_mask(2))
+    slots.bus_save(base, "real", solid_frames([1]), solid_mask(2))
     return base
 
 
@@ -31,9 +31,9 @@ def test_a_linked_slot_is_refused_for_read_write_and_delete(tmp_path, base, outs
     (base / "evil").symlink_to(outside, target_is_directory=True)
     before = snapshot(tmp_path)
     for call in (lambda: imagebus.has(base, "evil"),
-                 lambda: gate.bus_load(base, "evil"),
-                 lambda: gate.resolve_source(base, None, "evil"),
-                 lambda: gate.bus_save(base, "evil", solid_frames([9]), solid_mask(9)),
+                 lambda: slots.bus_load(base, "evil"),
+                 lambda: slots.resolve_source(base, None, "evil"),
+                 lambda: slots.bus_save(base, "evil", solid_frames([9]), solid_mask(9)),
                  lambda: imagebus.delete_id(base, "evil"),
                  lambda: imagebus.ensure_dir(base, "evil")):
         with pytest.raises(imagebus.SlotIdError, match="'evil' is a symbolic link"):
@@ -54,13 +54,13 @@ def test_a_linked_slot_is_refused_by_the_cli(tmp_path, base, outside, capsys):
 def test_a_link_to_a_file_outside_is_never_read(tmp_path, base, outside):
     secret = outside / "image.png"
     for name in ("image.png", "mask.png", "slot.json", "frame_0001.png"):
-        gate.bus_save(base, "trap", solid_frames([1, 2]), solid_mask(3))
+        slots.bus_save(base, "trap", solid_frames([1, 2]), solid_mask(3))
         os.remove(base / "trap" / name)
         os.symlink(secret, base / "trap" / name)
         with pytest.raises(imagebus.SlotError, match=f"'trap': {name} is a symbolic link"):
-            gate.bus_load(base, "trap")
+            slots.bus_load(base, "trap")
         with pytest.raises(imagebus.SlotError, match="'trap'"):
-            gate.resolve_source(base, None, "trap")
+            slots.resolve_source(base, None, "trap")
 
 
 def test_a_slot_with_a_linked_image_is_not_listed(base, outside):
@@ -74,9 +74,9 @@ def test_publishing_over_a_slot_with_links_replaces_them_without_touching_their_
     os.symlink(outside / "image.png", base / "trap" / "image.png")
     os.symlink(outside, base / "trap" / "sub")
     outside_before = snapshot(outside)
-    gate.bus_save(base, "trap", solid_frames([42]), solid_mask(43))
+    slots.bus_save(base, "trap", solid_frames([42]), solid_mask(43))
     assert snapshot(outside) == outside_before
-    image, mask = gate.bus_load(base, "trap")
+    image, mask = slots.bus_load(base, "trap")
     assert round(float(image.max()) * 255) == 42 and round(float(mask.max()) * 255) == 43
     assert not any(p.is_symlink() for p in (base / "trap").iterdir())
 
@@ -97,10 +97,10 @@ def test_a_linked_gate_bus_folder_is_allowed(tmp_path):
     linked = tmp_path / "input" / "gate_bus"
     linked.parent.mkdir()
     linked.symlink_to(real, target_is_directory=True)
-    gate.bus_save(linked, "cp1", solid_frames([60, 61]), solid_mask(62))
+    slots.bus_save(linked, "cp1", solid_frames([60, 61]), solid_mask(62))
     assert (real / "cp1" / "image.png").is_file()
     assert imagebus.list_ids(linked) == ["cp1"]
-    image, mask = gate.bus_load(linked, "cp1")
+    image, mask = slots.bus_load(linked, "cp1")
     assert image.shape[0] == 2 and round(float(mask.max()) * 255) == 62
     assert imagebus.delete_id(linked, "cp1") is True
     assert linked.is_symlink() and list(real.iterdir()) == []
@@ -121,4 +121,4 @@ def test_a_file_where_a_slot_should_be_is_an_unreadable_slot(base):
     assert imagebus.has(base, "plain") is False
     assert imagebus.list_ids(base) == ["real"]
     with pytest.raises(imagebus.SlotError, match="'plain' is not a folder"):
-        gate.bus_load(base, "plain")
+        slots.bus_load(base, "plain")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gates import gate, imagebus
+from gates import imagebus, slots
 
 from .harness import PartResult, timed
 
@@ -71,10 +71,10 @@ def worker(role: str, writer: int, base: str, seconds: float, results) -> None:
             if role == "publisher":
                 seq = (seq + 1) % 65536
                 pixels, masks = make_publish(writer, seq)
-                gate.bus_write(base, SLOT, pixels, masks)
+                slots.bus_write(base, SLOT, pixels, masks)
                 tally["publishes"] += 1
             else:
-                contents = gate.bus_read(base, SLOT)
+                contents = slots.bus_read(base, SLOT)
                 tally["reads"] += 1
                 problem = check_read(contents)
                 if problem:
@@ -98,7 +98,7 @@ def run(*, seconds: float, threads: int = 2, processes: int = 2) -> PartResult:
     with timed(result):
         try:
             pixels, masks = make_publish(250, 1)
-            gate.bus_write(base, SLOT, pixels, masks)
+            slots.bus_write(base, SLOT, pixels, masks)
             context = multiprocessing.get_context("spawn")
             process_results = context.Queue()
             thread_results = _ThreadQueue()

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gates import gate, imagebus
+from gates import imagebus, slots
 from gates.constants import SLOT_STAGING_PREFIX
 
 from .harness import (
@@ -46,7 +46,7 @@ def publish_prompt(counter: int, size: int) -> dict:
 def inspect_slot(bus_dir: Path) -> tuple[str, int | None, str]:
     """("whole", counter, "") for one whole publish, else ("missing" | "torn" | "mixed", None, why)."""
     try:
-        contents = gate.bus_read(str(bus_dir), SLOT)
+        contents = slots.bus_read(str(bus_dir), SLOT)
     except imagebus.SlotNotFound as exc:
         return "missing", None, str(exc)
     except (imagebus.SlotError, OSError) as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gates import gate, imagebus
+from gates import imagebus, slots
 from gates.constants import SLOT_STAGING_PREFIX
 
 from .harness import (
@@ -80,7 +80,7 @@ class Checks:
             self.result.note(f"{label}: the error does not name the slot and the cause: {error[:300]!r}")
         else:
             self.result.note(f"{label}: {error.strip().splitlines()[0][:200]}")
-        if slot_fingerprint(bus_dir, KEEP) != before or gate.bus_read(str(bus_dir), KEEP).frames.shape[0] != 1:
+        if slot_fingerprint(bus_dir, KEEP) != before or slots.bus_read(str(bus_dir), KEEP).frames.shape[0] != 1:
             self.damaged += 1
             self.result.note(f"{label}: the old slot changed")
         left = staging_left(bus_dir)
@@ -115,7 +115,7 @@ def run_unit() -> PartResult:
         try:
             mount_tmpfs(mount, MOUNT_SIZE)
             bus = mount / "gate_bus"
-            gate.bus_write(str(bus), KEEP, np.full((1, 16, 16, 3), 40, np.uint8), np.full((1, 16, 16), 9, np.uint8))
+            slots.bus_write(str(bus), KEEP, np.full((1, 16, 16, 3), 40, np.uint8), np.full((1, 16, 16), 9, np.uint8))
             before = slot_fingerprint(bus, KEEP)
             frames = np.random.default_rng(1).integers(0, 256, (3, 512, 512, 3), dtype=np.uint8)
             remount(mount, "ro")
@@ -126,8 +126,8 @@ def run_unit() -> PartResult:
             os.truncate(filler, max(0, os.path.getsize(filler) - 256 * 1024))
             checks.failed_publish("disk nearly full", _publish_error(bus, frames), bus, before, ("No space",))
             os.remove(filler)
-            gate.bus_write(str(bus), KEEP, frames, None)
-            result.equal("publish once the disk has room again", gate.bus_read(str(bus), KEEP).frames.shape[0], 3)
+            slots.bus_write(str(bus), KEEP, frames, None)
+            result.equal("publish once the disk has room again", slots.bus_read(str(bus), KEEP).frames.shape[0], 3)
         finally:
             unmount(mount)
             shutil.rmtree(work, ignore_errors=True)
@@ -137,7 +137,7 @@ def run_unit() -> PartResult:
 
 def _publish_error(bus: Path, frames: np.ndarray) -> str:
     try:
-        gate.bus_write(str(bus), KEEP, frames, None)
+        slots.bus_write(str(bus), KEEP, frames, None)
     except imagebus.SlotError as exc:
         return str(exc)
     return "the publish succeeded"
@@ -187,7 +187,7 @@ def run_comfy(server_factory) -> PartResult:
             mount_tmpfs(mount, MOUNT_SIZE)
             bus = mount / "gate_bus"
             noise = np.random.default_rng(2).integers(0, 256, (1, 640, 640, 3), dtype=np.uint8)
-            gate.bus_write(str(bus), NOISY, noise, None)
+            slots.bus_write(str(bus), NOISY, noise, None)
             server = server_factory(mount).start()
             status, error = gate_publish(server, send_id=KEEP)
             if status != "success":
@@ -215,7 +215,7 @@ def run_comfy(server_factory) -> PartResult:
                                   server)
             os.remove(filler)
             status, error = gate_publish(server, send_id=KEEP, get_id=NOISY)
-            recovered = status == "success" and gate.bus_read(str(bus), KEEP).frames.shape[1:3] == (640, 640)
+            recovered = status == "success" and slots.bus_read(str(bus), KEEP).frames.shape[1:3] == (640, 640)
             result.equal("publish once the disk has room again", "success" if recovered else f"{status} {error}",
                          "success")
         except MountError as exc:

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gates import gate, imagebus
+from gates import imagebus, slots
 from gates.constants import ROUTE_BUS_LIST, SLOT_STAGING_PREFIX
+from gates.nodes import image_gate
 
 from .harness import (
     CanaryWatch,
@@ -260,11 +261,11 @@ def unit_doors(doors: Doors) -> None:
     for hostile in CATALOGUE:
         value = resolve(hostile.value, doors.arena.outside)
         checks = {
-            "validate(send_id)": lambda v=value: gate.validate_slot_ids(v, ""),
-            "validate(get_id)": lambda v=value: gate.validate_slot_ids("", v),
-            "bus_save": lambda v=value: gate.bus_save(base, v, image, mask),
-            "resolve_source": lambda v=value: gate.resolve_source(base, None, v),
-            "bus_load": lambda v=value: gate.bus_load(base, v),
+            "validate(send_id)": lambda v=value: image_gate.validate_slot_ids(v, ""),
+            "validate(get_id)": lambda v=value: image_gate.validate_slot_ids("", v),
+            "bus_save": lambda v=value: slots.bus_save(base, v, image, mask),
+            "resolve_source": lambda v=value: slots.resolve_source(base, None, v),
+            "bus_load": lambda v=value: slots.bus_load(base, v),
             "delete_id": lambda v=value: imagebus.delete_id(base, v),
         }
         for door, call in checks.items():

@@ -6,7 +6,7 @@ whether a generated request would legitimately decide the waiting gate; such req
 bad ones before sending, so any gate released during fuzzing was released by a bad request.
 
 Two targets share the code: a real ComfyUI (the report and the `comfy` tier) and the pack's handlers
-(gates.gate_server.make_handlers) in a plain aiohttp app in this process (the unit tier).
+(gates.server.make_handlers) in a plain aiohttp app in this process (the unit tier).
 """
 
 from __future__ import annotations
@@ -372,8 +372,8 @@ class InProcessTarget:
     def __init__(self):
         from aiohttp import web
 
-        from gates.gate_bus import GateBus
-        from gates.gate_server import make_handlers
+        from gates.pause import GateBus
+        from gates.server import make_handlers
 
         self.bus = GateBus()
         self.guard_catches: list[str] = []

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from gates import gate
+from gates import slots
 
 from . import concurrency
 
@@ -20,14 +20,14 @@ def test_the_check_sees_a_slot_replaced_file_by_file(tmp_path):
     base = str(tmp_path / "gate_bus")
     scratch = str(tmp_path / "scratch")
     pixels, masks = concurrency.make_publish(1, 1)
-    gate.bus_write(base, concurrency.SLOT, pixels, masks)
+    slots.bus_write(base, concurrency.SLOT, pixels, masks)
     stop = time.monotonic() + 3
 
     def naive_publisher():
         seq = 1
         while time.monotonic() < stop:
             seq += 1
-            gate.bus_write(scratch, "next", *concurrency.make_publish(2, seq))
+            slots.bus_write(scratch, "next", *concurrency.make_publish(2, seq))
             for name in sorted(os.listdir(os.path.join(scratch, "next"))):
                 shutil.copyfile(os.path.join(scratch, "next", name), os.path.join(base, concurrency.SLOT, name))
 

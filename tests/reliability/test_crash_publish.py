@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from comfy_server import ComfyServer
 
-from gates import gate
+from gates import slots
 
 from . import crash_publish
 
@@ -18,13 +18,13 @@ def test_inspect_slot_tells_whole_from_mixed(tmp_path):
                          for blue in crash_publish.FRAME_BLUE])
 
     bus = tmp_path / "gate_bus"
-    gate.bus_write(str(bus), crash_publish.SLOT, frames(300), np.full((1, 4, 4), 300 % 256, dtype=np.uint8))
+    slots.bus_write(str(bus), crash_publish.SLOT, frames(300), np.full((1, 4, 4), 300 % 256, dtype=np.uint8))
     assert crash_publish.inspect_slot(bus)[:2] == ("whole", 300)
-    gate.bus_write(str(bus), crash_publish.SLOT, frames(300), np.full((1, 4, 4), 301 % 256, dtype=np.uint8))
+    slots.bus_write(str(bus), crash_publish.SLOT, frames(300), np.full((1, 4, 4), 301 % 256, dtype=np.uint8))
     assert crash_publish.inspect_slot(bus)[0] == "mixed"
     mixed_frames = frames(300)
     mixed_frames[1] = frames(301)[1]
-    gate.bus_write(str(bus), crash_publish.SLOT, mixed_frames, np.full((1, 4, 4), 300 % 256, dtype=np.uint8))
+    slots.bus_write(str(bus), crash_publish.SLOT, mixed_frames, np.full((1, 4, 4), 300 % 256, dtype=np.uint8))
     assert crash_publish.inspect_slot(bus)[0] == "mixed"
 
 

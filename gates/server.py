@@ -22,7 +22,7 @@ from .constants import (
     ROUTE_CHOOSE,
     ROUTE_PENDING,
 )
-from .gate_bus import GATES, GateBus, GateError, validate_route
+from .pause import GATES, GateBus, GateError, validate_route
 
 log = logging.getLogger("datasete_gates")
 

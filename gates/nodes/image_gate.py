@@ -1,0 +1,213 @@
+"""Image Gate (Manual Router): pause a workflow, show the image, let a person pick a route.
+
+The node class is thin glue over slots (the disk bus format), pause (the rendezvous with the
+browser) and previews; the helpers beside it are plain functions tested without ComfyUI.
+ComfyUI itself is imported only inside `ImageGate.run`, through gates_compat.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+
+import torch
+
+from .. import imagebus, imaging
+from ..constants import (
+    CATEGORY,
+    EVENT_PREVIEW,
+    EVENT_RESOLVED,
+    MAX_ROUTES,
+    NODE_ID,
+    SOURCE_BUS,
+    SOURCE_INPUT,
+    WAIT_SLICE_SECONDS,
+)
+from ..pause import GATES, GateBus, GateCancelled
+from ..previews import remove_previews, save_previews
+from ..slots import bus_write, resolve_source
+
+log = logging.getLogger("datasete_gates")
+
+
+def route_tuple(chosen: int, image, blocker, max_routes: int = MAX_ROUTES) -> tuple:
+    """`image` on the 0-based `chosen` route, `blocker` on every other one."""
+    return tuple(image if index == chosen else blocker for index in range(max_routes))
+
+
+def mask_from_stash(painted, image: torch.Tensor) -> torch.Tensor:
+    """The gate's MASK output: the painted (H,W) mask on every frame, else zeros of the image's size."""
+    batch, height, width = int(image.shape[0]), int(image.shape[1]), int(image.shape[2])
+    return imaging.mask_batch(painted, batch, height, width)
+
+
+def validate_slot_ids(send_id, get_id) -> None:
+    """Both ids are "" or None (unused) or valid slot ids; otherwise SlotIdError naming the id."""
+    for label, value in (("send_id", send_id), ("get_id", get_id)):
+        if value is None or value == "":
+            continue
+        try:
+            imagebus.validate_id(value)
+        except imagebus.SlotIdError as exc:
+            raise imagebus.SlotIdError(f"{label}: {exc}") from None
+
+
+def slots_sent_and_got(prompt: dict | None) -> set[str]:
+    """Slot ids that one gate of a prompt sends and another gets: a race, since ComfyUI may run the getter first.
+
+    A getter counts only if its image input is not linked (a linked image wins over the bus). One gate
+    that gets and sends the same id is no race: it loads before it pauses and publishes after.
+    """
+    if not isinstance(prompt, dict):
+        return set()
+    senders: dict[str, set] = collections.defaultdict(set)
+    getters: dict[str, set] = collections.defaultdict(set)
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict) or node.get("class_type") != NODE_ID:
+            continue
+        inputs = node.get("inputs") or {}
+        send_id, get_id = inputs.get("send_id"), inputs.get("get_id")
+        if isinstance(send_id, str) and send_id:
+            senders[send_id].add(node_id)
+        if isinstance(get_id, str) and get_id and inputs.get("image") is None:
+            getters[get_id].add(node_id)
+    return {slot for slot, nodes in getters.items() if any(senders.get(slot, set()) - {getter} for getter in nodes)}
+
+
+_warned_races: collections.OrderedDict = collections.OrderedDict()
+_warned_races_lock = threading.Lock()
+
+
+def warn_sent_and_got(prompt: dict | None, prompt_key, send_id, get_id) -> list[str]:
+    """Log once per prompt a warning naming each slot it both sends and gets; returns the ids warned now."""
+    racing = slots_sent_and_got(prompt) & {send_id, get_id}
+    warned = []
+    for slot in sorted(racing):
+        with _warned_races_lock:
+            if (prompt_key, slot) in _warned_races:
+                continue
+            _warned_races[(prompt_key, slot)] = True
+            while len(_warned_races) > 1024:
+                _warned_races.popitem(last=False)
+        log.warning("Image Gate: slot %r is both sent (send_id) and got (get_id) in one prompt; ComfyUI may "
+                    "run the getting gate first, which then loads the slot's previous contents (or nothing). "
+                    "Use the slot from a later run instead.", slot)
+        warned.append(slot)
+    return warned
+
+
+# --- the node ------------------------------------------------------------------------
+
+class ImageGate:
+    DESCRIPTION = (
+        "Pauses the workflow and shows the image inside this node. Pick a route to send the whole "
+        "batch down it (every other route is blocked), optionally after painting a mask on it, or "
+        "Cancel to stop the run. With send_id it publishes what passed to a named slot on the disk "
+        "image bus; with no image wired it loads from the get_id slot, so a later run can restart "
+        "from this point without re-running what came before.")
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("MASK",) + ("IMAGE",) * MAX_ROUTES
+    RETURN_NAMES = ("mask",) + tuple(f"route_{n}" for n in range(1, MAX_ROUTES + 1))
+    OUTPUT_TOOLTIPS = (
+        "The mask painted at the gate (white = 1.0) on every frame; else the mask loaded from the "
+        "get_id slot; else zeros of the image's size.",
+    ) + tuple(
+        f"The image batch, if route {n} is chosen; otherwise blocked, so nothing behind it runs."
+        for n in range(1, MAX_ROUTES + 1))
+    SEARCH_ALIASES = ["gate", "manual router", "human in the loop", "image bus"]
+
+    bus: GateBus = GATES
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "routes": ("INT", {
+                    "default": 2, "min": 1, "max": MAX_ROUTES,
+                    "tooltip": f"How many routes to offer (1 to {MAX_ROUTES}); the first ones are used."}),
+            },
+            "optional": {
+                "image": ("IMAGE", {
+                    "tooltip": "The image batch to gate. When absent (unwired, or its source muted or "
+                               "bypassed), the gate loads from the get_id slot instead."}),
+                "send_id": ("STRING", {
+                    "default": "",
+                    "tooltip": "Publish what passes the gate (image and mask) to this disk bus slot. "
+                               "Empty: publish nothing. 1-64 of A-Z a-z 0-9 _ . -"}),
+                "get_id": ("STRING", {
+                    "default": "",
+                    "tooltip": "With no image wired, load image and mask from this slot and gate them. "
+                               "Empty or an unknown slot: the gate does nothing and blocks every route."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, send_id="", get_id=""):
+        """Refuse a bad slot id when the prompt is queued, so nothing of it runs.
+
+        A linked id is not known yet here (ComfyUI passes None); run() checks it again.
+        """
+        try:
+            validate_slot_ids(send_id, get_id)
+        except imagebus.SlotIdError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, **_kwargs):
+        return float("nan")  # a person decides each run: never serve a gate from the cache
+
+    def run(self, routes, unique_id=None, image=None, send_id="", get_id="", prompt=None):
+        from .. import gates_compat as comfy
+
+        # Ids first: a bad one fails the prompt before anything is read, written or paused.
+        validate_slot_ids(send_id, get_id)
+        blocker = comfy.execution_blocker()
+        base = comfy.gate_bus_base()
+        from_bus = image is None
+        if send_id or (from_bus and get_id):
+            imagebus.sweep_once(base)  # leftovers of a publish killed in an earlier run
+        if send_id:
+            # A send_id slot that is a link out of gate_bus must fail now, not after a person has chosen.
+            imagebus.bus_dir(base, send_id)
+        warn_sent_and_got(prompt, comfy.current_prompt_id() or id(prompt), send_id, get_id)
+
+        image, loaded_mask = resolve_source(base, image, get_id)
+        if image is None:
+            return (blocker,) * (1 + MAX_ROUTES)
+        source, slot = (SOURCE_BUS, get_id) if from_bus else (SOURCE_INPUT, None)
+
+        routes = max(1, min(int(routes), MAX_ROUTES))
+        frames = imaging.image_to_uint8(image)
+        batch, height, width = frames.shape[:3]
+        temp = comfy.temp_directory()
+        previews = save_previews(frames, temp)
+        pause = self.bus.arm(unique_id, routes, prompt_id=comfy.current_prompt_id(), images=previews,
+                             source=source, slot=slot, width=width, height=height, frames=batch)
+        published = None
+        try:
+            comfy.broadcast(EVENT_PREVIEW, pause.entry())
+            try:
+                self.bus.wait(pause, comfy.check_interrupt, WAIT_SLICE_SECONDS)
+            except GateCancelled:
+                raise comfy.interrupted_exception() from None
+            if pause.mask is not None:
+                mask = mask_from_stash(pause.mask, image)
+            elif loaded_mask is not None:
+                mask = loaded_mask
+            else:
+                mask = mask_from_stash(None, image)
+            if send_id:
+                # The frames converted for the preview are published as they are: no second conversion.
+                bus_write(base, send_id, frames, imaging.mask_to_uint8(mask))
+                published = send_id
+        finally:
+            self.bus.discard(pause)
+            remove_previews(previews, temp)
+            comfy.broadcast(EVENT_RESOLVED, {
+                "token": pause.token, "node_id": pause.node_id,
+                "route": None if pause.cancelled else pause.route, "published": published})
+        return (mask,) + route_tuple(pause.route - 1, image, blocker, MAX_ROUTES)
