@@ -2,7 +2,12 @@
 
 A gate arms a pause and waits; a route resolves or cancels it by token. Every
 pause gets a fresh token, so a stale or doubled click can never decide a later
-pause. Stdlib only: the gate node and the server both import it.
+pause. Stdlib only: every gate node and the server import it.
+
+Every gate kind shares this protocol. A pause has a `kind` ("image", "grid", "text"):
+the Image Gate's answer is a route and an optional mask (`resolve`); the other kinds'
+answers are checked by the parser registered for their kind (`answer`), so the HTTP
+route and the review pages never need to know a kind's rules.
 """
 
 from __future__ import annotations
@@ -35,8 +40,17 @@ class RouteOutOfRange(GateError):
     status = 400
 
 
+class BadAnswer(GateError):
+    """An answer body that does not fit the waiting gate's kind; the gate keeps waiting."""
+
+    status = 400
+
+
 class GateCancelled(Exception):
     """The person pressed the gate's own Cancel."""
+
+
+KIND_IMAGE = "image"
 
 
 @dataclass
@@ -47,6 +61,11 @@ class Pause:
     routes: int
     images: list[dict]
     source: str
+    kind: str = KIND_IMAGE
+    # Public, kind-specific fields of the pending entry (a grid's "items", a text gate's "text").
+    details: dict = field(default_factory=dict)
+    # The decision of a kind other than "image", as its parser returned it.
+    answer: Any = None
     slot: str | None = None
     width: int = 0
     height: int = 0
@@ -59,6 +78,8 @@ class Pause:
     def entry(self) -> dict:
         """The public JSON form served by /pending and sent with the preview event."""
         return {
+            **self.details,
+            "kind": self.kind,
             "token": self.token,
             "node_id": self.node_id,
             "prompt_id": self.prompt_id,
@@ -90,12 +111,13 @@ class GateBus:
         self._resolved: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._resolved_memory = resolved_memory
 
-    def arm(self, node_id: str, routes: int, *, prompt_id: str | None = None, images=(),
+    def arm(self, node_id: str, routes: int = 0, *, prompt_id: str | None = None, images=(),
             source: str = "input", slot: str | None = None, width: int = 0, height: int = 0,
-            frames: int = 1) -> Pause:
+            frames: int = 1, kind: str = KIND_IMAGE, details: dict | None = None) -> Pause:
         pause = Pause(token=secrets.token_urlsafe(16), node_id=str(node_id), prompt_id=prompt_id,
                       routes=int(routes), images=list(images), source=source, slot=slot,
-                      width=int(width), height=int(height), frames=int(frames))
+                      width=int(width), height=int(height), frames=int(frames), kind=kind,
+                      details=dict(details or {}))
         with self._lock:
             self._pauses[pause.token] = pause
         return pause
@@ -116,6 +138,25 @@ class GateBus:
             validate_route(route, pause.routes)
             pause.route = route
             pause.mask = mask
+            self._decide(pause)
+        return pause
+
+    def answer(self, token: Any, body: dict) -> Pause:
+        """Decide a pause of a kind with a registered parser; a body that does not fit raises BadAnswer.
+
+        The parser runs outside the lock (it may decode pixels); the pause is then decided only if
+        it is still undecided, so two answers racing each other decide it once.
+        """
+        pause = self.get(token)
+        if pause.kind == KIND_IMAGE:
+            raise BadAnswer("an image gate is answered with a route (and an optional mask)")
+        parser = ANSWER_PARSERS.get(pause.kind)
+        if parser is None:
+            raise BadAnswer(f"gate kind {pause.kind!r} takes no answer")
+        parsed = parser(pause, body)
+        with self._lock:
+            pause = self._undecided(token)
+            pause.answer = parsed
             self._decide(pause)
         return pause
 
@@ -173,6 +214,14 @@ class GateBus:
         self._resolved.move_to_end(token)
         while len(self._resolved) > self._resolved_memory:
             self._resolved.popitem(last=False)
+
+
+# kind -> parser(pause, body) -> answer; each gate kind's module registers its own.
+ANSWER_PARSERS: dict[str, Callable[[Pause, dict], Any]] = {}
+
+
+def register_answer_parser(kind: str, parser: Callable[[Pause, dict], Any]) -> None:
+    ANSWER_PARSERS[kind] = parser
 
 
 GATES = GateBus()

@@ -22,7 +22,7 @@ from .constants import (
     ROUTE_CHOOSE,
     ROUTE_PENDING,
 )
-from .pause import GATES, GateBus, GateError, validate_route
+from .pause import GATES, KIND_IMAGE, GateBus, GateError, validate_route
 
 log = logging.getLogger("datasete_gates")
 
@@ -99,6 +99,11 @@ def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = Non
         body = await _read_json(request, max_body)
         token = body.get("token")
         pause = bus.get(token)
+        if pause.kind != KIND_IMAGE:
+            # Each kind checks its own answer (grid selection, caption text); the gate keeps waiting on a 400.
+            loop = asyncio.get_running_loop()
+            decided = await loop.run_in_executor(None, bus.answer, token, body)
+            return web.json_response({"ok": True, "token": token, "kind": decided.kind})
         route = validate_route(body.get("route"), pause.routes)
         mask = None
         payload = body.get("mask")

@@ -7,12 +7,15 @@ import threading
 import pytest
 
 from gates.pause import (
+    ANSWER_PARSERS,
     AlreadyResolved,
+    BadAnswer,
     GateBus,
     GateCancelled,
     GateError,
     RouteOutOfRange,
     UnknownToken,
+    register_answer_parser,
     validate_route,
 )
 
@@ -102,7 +105,7 @@ def test_pending_lists_the_armed_pause_as_its_public_entry():
     pause = bus.arm(12, 4, prompt_id="p9", images=images, source="input", width=8, height=6, frames=1)
     [entry] = bus.pending()
     assert entry == {
-        "token": pause.token, "node_id": "12", "prompt_id": "p9", "routes": 4, "images": images,
+        "kind": "image", "token": pause.token, "node_id": "12", "prompt_id": "p9", "routes": 4, "images": images,
         "source": "input", "slot": None, "width": 8, "height": 6, "frames": 1,
     }
     assert bus.get(pause.token) is pause
@@ -285,3 +288,47 @@ def test_every_route_from_1_to_routes_is_valid(routes):
         validate_route(routes + 1, routes)
     with pytest.raises(RouteOutOfRange):
         validate_route(0, routes)
+
+
+# --- kinds other than the Image Gate's -----------------------------------------------------------
+
+def _keep_parser(pause, body):
+    keep = body.get("keep")
+    if not isinstance(keep, list) or not all(isinstance(i, int) and 0 <= i < pause.details["count"] for i in keep):
+        raise BadAnswer(f"keep must be a list of indexes below {pause.details['count']}, got {keep!r}")
+    return sorted(keep)
+
+
+@pytest.fixture
+def keep_kind():
+    register_answer_parser("test-keep", _keep_parser)
+    yield "test-keep"
+    ANSWER_PARSERS.pop("test-keep", None)
+
+
+def test_a_kind_is_answered_through_its_parser_and_its_entry_carries_its_details(keep_kind):
+    bus = GateBus()
+    pause = bus.arm("9", kind=keep_kind, details={"count": 3, "items": ["a", "b", "c"]})
+    entry = bus.pending()[0]
+    assert (entry["kind"], entry["count"], entry["items"], entry["node_id"]) == (keep_kind, 3, ["a", "b", "c"], "9")
+    waiter = Waiter(bus, pause)
+    with pytest.raises(BadAnswer):
+        bus.answer(pause.token, {"keep": [0, 7]})
+    assert not pause.decided.is_set(), "a refused answer must leave the gate waiting"
+    bus.answer(pause.token, {"keep": [2, 0]})
+    waiter.join()
+    assert waiter.error is None and pause.answer == [0, 2]
+    with pytest.raises(AlreadyResolved):
+        bus.answer(pause.token, {"keep": []})
+
+
+def test_an_image_gate_is_not_answered_like_another_kind_and_an_unknown_kind_takes_no_answer():
+    bus = GateBus()
+    image = bus.arm("1", 2)
+    assert bus.pending()[0]["kind"] == "image"
+    with pytest.raises(BadAnswer):
+        bus.answer(image.token, {"keep": []})
+    odd = bus.arm("2", kind="no-such-kind")
+    with pytest.raises(BadAnswer):
+        bus.answer(odd.token, {})
+    assert len(bus.pending()) == 2
