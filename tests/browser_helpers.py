@@ -40,8 +40,9 @@ def launch_chromium(playwright, executable_path: str):
     return playwright.chromium.launch(executable_path=executable_path, headless=True, args=CHROMIUM_ARGS)
 
 
-def prepare_frontend(server: ComfyServer) -> None:
-    status, answer = server.post_json("/settings", FRONTEND_SETTINGS)
+def prepare_frontend(server: ComfyServer, vue_nodes: bool = False) -> None:
+    """First-run screens off, and Nodes 2.0 (Vue-rendered nodes) on or off, for pages opened from now on."""
+    status, answer = server.post_json("/settings", {**FRONTEND_SETTINGS, "Comfy.VueNodes.Enabled": vue_nodes})
     if status != 200:
         raise AssertionError(f"POST /settings answered {status}: {answer}")
 

@@ -43,8 +43,10 @@ class ComfyServer:
     """One ComfyUI process on 127.0.0.1 with its own --base-directory and this pack installed."""
 
     def __init__(self, base_dir: Path | None = None, port: int | None = None,
-                 input_directory: Path | None = None):
-        """`input_directory` points ComfyUI's input folder elsewhere (--input-directory), e.g. at a mount."""
+                 input_directory: Path | None = None, front_end_root: Path | None = None,
+                 extra_args: tuple[str, ...] = ()):
+        """`input_directory` points ComfyUI's input folder elsewhere (--input-directory), e.g. at a mount;
+        `front_end_root` serves another frontend (an unzipped comfyui-frontend-package's static folder)."""
         paths = comfy_paths()
         if paths is None:
             raise RuntimeError(SKIP_REASON)
@@ -56,6 +58,8 @@ class ComfyServer:
         self.process: subprocess.Popen | None = None
         self.log_path = self.base_dir / "comfyui.log"
         self.input_directory = Path(input_directory) if input_directory is not None else None
+        self.front_end_root = Path(front_end_root) if front_end_root is not None else None
+        self.extra_args = tuple(extra_args)
 
     @property
     def input_dir(self) -> Path:
@@ -88,6 +92,9 @@ class ComfyServer:
         ]
         if self.input_directory is not None:
             command += ["--input-directory", str(self.input_directory)]
+        if self.front_end_root is not None:
+            command += ["--front-end-root", str(self.front_end_root)]
+        command += list(self.extra_args)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, cwd=self.comfy_dir, stdout=self._log, stderr=subprocess.STDOUT,

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 
+import frontends
 import pytest
-from comfy_server import SKIP_REASON, ComfyServer, comfy_paths
+from comfy_server import PACK_FOLDER_NAME, SKIP_REASON, ComfyServer, comfy_paths
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
@@ -76,3 +77,90 @@ def fresh_comfy(tmp_path):
         yield server
     finally:
         server.stop()
+
+
+# --- the browser tier: Debian chromium, and the frontend matrix (see frontends.py) ----------------
+
+BROWSER_VIEWPORT = {"width": 1600, "height": 1000}
+
+
+def pytest_generate_tests(metafunc):
+    # Every test that uses a browser server runs once per frontend combination.
+    if "frontend" in metafunc.fixturenames:
+        chosen = frontends.selected()
+        metafunc.parametrize("frontend", chosen, ids=[f.id for f in chosen], indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def frontend(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    from browser_helpers import launch_chromium
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright, chromium_path())
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="session")
+def frontend_servers(comfy):
+    """One ComfyUI per frontend release: the session's server serves the pinned one."""
+    servers = {frontends.PINNED: comfy}
+    try:
+        yield servers
+    finally:
+        for release, server in servers.items():
+            if release != frontends.PINNED:
+                server.cleanup()
+
+
+def frontend_server_for(frontend: frontends.Frontend, servers: dict) -> ComfyServer:
+    if frontend.release in servers:
+        return servers[frontend.release]
+    root, why = frontends.newest_root()
+    if root is None:
+        if frontends.strict():
+            pytest.fail(why)
+        pytest.skip(why)
+    server = ComfyServer(front_end_root=root).start()
+    server.frontend_version = why
+    servers[frontend.release] = server
+    return server
+
+
+@pytest.fixture
+def browser_server(frontend, frontend_servers):
+    """The ComfyUI serving `frontend`, with Nodes 2.0 set as the combination asks and first-run screens
+    off; left with no gate waiting after the test."""
+    from browser_helpers import prepare_frontend
+
+    server = frontend_server_for(frontend, frontend_servers)
+    prepare_frontend(server, vue_nodes=frontend.vue_nodes)
+    yield server
+    server.settle(60.0)
+
+
+@pytest.fixture
+def context(chromium):
+    """A fresh browser profile (empty local and session storage) per test."""
+    context = chromium.new_context(viewport=BROWSER_VIEWPORT)
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page_errors():
+    """Uncaught errors on the page thrown from this pack's scripts (served under /extensions/<pack>/)."""
+    errors: list[str] = []
+    yield errors
+    ours = [error for error in errors if f"/extensions/{PACK_FOLDER_NAME}/" in error]
+    assert not ours, f"the pack's scripts threw on the page: {ours}"

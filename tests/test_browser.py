@@ -18,14 +18,12 @@ import numpy as np
 import pytest
 from browser_helpers import (
     GATE_NODE_ID,
-    VIEWPORT,
     ChooseRequests,
     NewOutputs,
     click_empty_canvas,
     click_node_title,
     drop_websocket_events,
     example_workflow,
-    launch_chromium,
     load_workflow,
     open_comfy,
     paint_stroke,
@@ -39,8 +37,7 @@ from browser_helpers import (
     without_gate_image,
     workflow_clip,
 )
-from comfy_server import PACK_FOLDER_NAME, REPO_ROOT, status_messages
-from conftest import chromium_path
+from comfy_server import REPO_ROOT, status_messages
 from PIL import Image
 
 from gates.constants import ROUTE_CHOOSE
@@ -57,43 +54,10 @@ SCREENSHOT = REPO_ROOT / "docs" / "image_gate_paused.png"
 
 # --- fixtures ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright, chromium_path())
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture
-def server(comfy):
-    """The session's ComfyUI, with first-run screens off, left with no gate waiting after each test."""
-    prepare_frontend(comfy)
-    yield comfy
-    comfy.settle(SETTLE_SECONDS)
-
-
-@pytest.fixture
-def context(chromium):
-    """A fresh browser profile (empty local and session storage) per test."""
-    context = chromium.new_context(viewport=VIEWPORT)
-    try:
-        yield context
-    finally:
-        context.close()
-
-
-@pytest.fixture
-def page_errors():
-    """Uncaught errors on the page thrown from this pack's scripts (served under /extensions/<pack>/)."""
-    errors: list[str] = []
-    yield errors
-    ours = [error for error in errors if f"/extensions/{PACK_FOLDER_NAME}/" in error]
-    assert not ours, f"the gate's scripts threw on the page: {ours}"
+def server(browser_server):
+    """The ComfyUI serving this combination's frontend (see conftest.browser_server)."""
+    return browser_server
 
 
 # --- helpers -------------------------------------------------------------------------------

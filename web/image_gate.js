@@ -124,6 +124,7 @@ function rememberResolved(token) {
 
 function addPause(entry) {
     if (!entry || typeof entry.token !== "string" || resolvedTokens.has(entry.token)) return;
+    if (entry.kind && entry.kind !== "image") return; // the other kinds have panels of their own
     const key = String(entry.node_id);
     pauses.set(key, entry);
     pauseSeen.set(key, ++eventCounter);
