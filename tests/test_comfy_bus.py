@@ -411,52 +411,50 @@ def run_from_page(page, server, gate_id: str, expect_source: str) -> dict:
 
 
 @pytest.mark.browser
-def test_the_example_workflow_publishes_then_restarts_from_the_gate_point(server):
-    from browser_helpers import launch_chromium, open_comfy, prepare_frontend
-    from conftest import chromium_path
-    from playwright.sync_api import sync_playwright
+def test_the_example_workflow_publishes_then_restarts_from_the_gate_point(browser_server, chromium):
+    """In every frontend of the matrix: the shipped workflow loads, converts and runs the same."""
+    from browser_helpers import open_comfy
 
     from gates import imagebus
 
+    server = browser_server
     imagebus.delete_id(server.bus_dir, "restart_point")
     workflow = json.loads(EXAMPLE.read_text())
     colour = next(n for n in workflow["nodes"] if n["id"] == 1)["widgets_values"][3]
     inverted = np.broadcast_to(255 - np.array(rgb(colour), np.uint8), (576, 768, 3))  # refine: x1.5, invert
-    prepare_frontend(server)
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright, chromium_path())
-        try:
-            page = open_comfy(browser.new_context(viewport={"width": 1600, "height": 1000}), server)
-            errors = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.evaluate("workflow => window.app.loadGraphData(workflow)", workflow)
-            assert page.evaluate("() => window.app.graph.nodes.length") == len(workflow["nodes"])
+    context = chromium.new_context(viewport={"width": 1600, "height": 1000})
+    try:
+        page = open_comfy(context, server)
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.evaluate("workflow => window.app.loadGraphData(workflow)", workflow)
+        assert page.evaluate("() => window.app.graph.nodes.length") == len(workflow["nodes"])
 
-            # Normal run: the restart path is muted, the gate gets its image from Generate and publishes.
+        # Normal run: the restart path is muted, the gate gets its image from Generate and publishes.
+        prompt = prompt_from_page(page)
+        assert sorted(prompt, key=int) == ["1", "2", "3", "4", "5", "6"]
+        assert prompt["2"]["inputs"]["image"] == ["1", 0]
+        assert (prompt["2"]["inputs"]["send_id"], prompt["2"]["inputs"]["get_id"]) == ("restart_point",) * 2
+        history = run_from_page(page, server, "2", "input")
+        assert close_to(saved(server, history, "5")[0], inverted)
+        assert "restart_point" in server.get_json(ROUTE_BUS_LIST)["ids"]
+
+        # Mute or bypass Generate: the gate's image is absent, so it restarts from the slot.
+        for mode in (4, 2):
+            set_modes(page, {1: mode})
             prompt = prompt_from_page(page)
-            assert sorted(prompt, key=int) == ["1", "2", "3", "4", "5", "6"]
-            assert prompt["2"]["inputs"]["image"] == ["1", 0]
-            assert (prompt["2"]["inputs"]["send_id"], prompt["2"]["inputs"]["get_id"]) == ("restart_point",) * 2
-            history = run_from_page(page, server, "2", "input")
-            assert close_to(saved(server, history, "5")[0], inverted)
-            assert "restart_point" in server.get_json(ROUTE_BUS_LIST)["ids"]
+            assert "1" not in prompt and "image" not in prompt["2"]["inputs"]
+        history = run_from_page(page, server, "2", "bus")
+        assert close_to(saved(server, history, "5")[0], inverted)
+        assert saved(server, history, "6") == []
 
-            # Mute or bypass Generate: the gate's image is absent, so it restarts from the slot.
-            for mode in (4, 2):
-                set_modes(page, {1: mode})
-                prompt = prompt_from_page(page)
-                assert "1" not in prompt and "image" not in prompt["2"]["inputs"]
-            history = run_from_page(page, server, "2", "bus")
-            assert close_to(saved(server, history, "5")[0], inverted)
-            assert saved(server, history, "6") == []
-
-            # The separate restart path, with the normal row muted.
-            set_modes(page, {**{n: 2 for n in range(1, 7)}, **{n: 0 for n in range(7, 11)}})
-            prompt = prompt_from_page(page)
-            assert sorted(prompt, key=int) == ["7", "8", "9", "10"]
-            assert "image" not in prompt["7"]["inputs"] and prompt["7"]["inputs"]["get_id"] == "restart_point"
-            history = run_from_page(page, server, "7", "bus")
-            assert close_to(saved(server, history, "10")[0], inverted)
-            assert not [e for e in errors if "datasete" in e.lower() or "dsg" in e.lower()]
-        finally:
-            browser.close()
+        # The separate restart path, with the normal row muted.
+        set_modes(page, {**{n: 2 for n in range(1, 7)}, **{n: 0 for n in range(7, 11)}})
+        prompt = prompt_from_page(page)
+        assert sorted(prompt, key=int) == ["7", "8", "9", "10"]
+        assert "image" not in prompt["7"]["inputs"] and prompt["7"]["inputs"]["get_id"] == "restart_point"
+        history = run_from_page(page, server, "7", "bus")
+        assert close_to(saved(server, history, "10")[0], inverted)
+        assert not [e for e in errors if "datasete" in e.lower() or "dsg" in e.lower()]
+    finally:
+        context.close()

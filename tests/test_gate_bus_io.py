@@ -14,7 +14,7 @@ from bus_testkit import distinct_frames, snapshot, solid_frames, solid_mask
 from PIL import Image
 
 from gates import gates_compat, imagebus, imaging, pause, slots
-from gates.constants import EVENT_PREVIEW, EVENT_RESOLVED, MAX_ROUTES
+from gates.constants import EVENT_PREVIEW, EVENT_RESOLVED, MAX_ROUTES, NODE_ID
 from gates.nodes import image_gate
 
 
@@ -390,7 +390,8 @@ def test_a_painted_mask_overrides_the_loaded_one_and_is_what_gets_published(fake
 def test_publish_on_pass_writes_every_frame_and_the_output_mask(fake_comfy):
     frames = distinct_frames(3, channels=4)
     thread = _decide(fake_comfy["node"].bus, 2)
-    out = fake_comfy["node"].run(routes=2, unique_id="4", image=frames, send_id="restart_point")
+    out = fake_comfy["node"].run(routes=2, unique_id="4", image=frames, send_id="restart_point",
+                                 send_on="any route")
     thread.join()
     image, mask = slots.bus_load(fake_comfy["base"], "restart_point")
     assert_same_pixels(image, frames)
@@ -441,3 +442,77 @@ def test_the_node_sweeps_leftovers_at_its_first_bus_use(fake_comfy, monkeypatch)
     assert leftover.exists()  # a gate that does not use the bus does not touch it
     fake_comfy["node"].run(routes=2, unique_id="4", image=None, get_id="unknown")
     assert not leftover.exists()
+
+
+@pytest.mark.parametrize("send_on, route, publishes", [
+    ("route_1", 1, True), ("route_1", 2, False), ("route_2", 2, True), ("route_2", 1, False),
+    ("any route", 1, True), ("any route", 2, True)])
+def test_only_the_send_on_route_publishes(fake_comfy, send_on, route, publishes):
+    thread = _decide(fake_comfy["node"].bus, route)
+    out = fake_comfy["node"].run(routes=2, unique_id="4", image=solid_frames([7]), send_id="keep",
+                                 send_on=send_on)
+    thread.join()
+    assert out[route] is not fake_comfy["blocker"], "the image still goes down the chosen route"
+    assert imagebus.list_ids(fake_comfy["base"]) == (["keep"] if publishes else [])
+    assert fake_comfy["events"][-1][1]["published"] == ("keep" if publishes else None)
+
+
+def test_the_default_send_on_is_the_accept_route(fake_comfy):
+    thread = _decide(fake_comfy["node"].bus, 2)
+    fake_comfy["node"].run(routes=2, unique_id="4", image=solid_frames([7]), send_id="restart_point")
+    thread.join()
+    assert imagebus.list_ids(fake_comfy["base"]) == [], "a rejected image must not become the restart point"
+
+
+def test_a_send_on_route_beyond_routes_fails_naming_it_before_any_pause(fake_comfy):
+    with pytest.raises(ValueError, match="send_on: route_3 is beyond routes = 2"):
+        fake_comfy["node"].run(routes=2, unique_id="4", image=solid_frames([7]), send_id="x", send_on="route_3")
+    assert fake_comfy["events"] == [] and fake_comfy["node"].bus.pending() == []
+
+
+def test_a_mask_loaded_from_a_slot_is_offered_to_the_painter_and_kept_when_untouched(fake_comfy):
+    painted = np.zeros((6, 5), np.uint8)
+    painted[2:4, 1:3] = 255
+    slots.bus_write(fake_comfy["base"], "cp1", imaging.image_to_uint8(distinct_frames(2)), painted[None])
+    bus, shown = fake_comfy["node"].bus, {}
+
+    def look_then_choose():
+        for _ in range(2000):
+            for entry in bus.pending():
+                shown["entry"] = entry
+                shown["mask"] = imaging.read_mask_pixels(str(fake_comfy["root"] / "temp" / entry["mask"]["filename"]))
+                bus.resolve(entry["token"], 1, None)  # untouched: no mask sent
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=look_then_choose, daemon=True)
+    thread.start()
+    out = fake_comfy["node"].run(routes=2, unique_id="4", image=None, get_id="cp1")
+    thread.join()
+    assert shown["entry"]["mask_source"] == "slot cp1" and len(shown["entry"]["images"]) == 2
+    assert (shown["mask"] == painted).all()
+    assert torch.equal(out[0], torch.from_numpy(painted / 255.0).float().expand(2, 6, 5))
+    assert not any((fake_comfy["root"] / "temp").iterdir()), "the mask preview is removed with the others"
+
+
+def test_an_empty_loaded_mask_is_not_offered(fake_comfy):
+    slots.bus_save(fake_comfy["base"], "cp1", distinct_frames(1), None)
+    seen = []
+    thread = _decide(fake_comfy["node"].bus, 1, seen=seen)
+    fake_comfy["node"].run(routes=2, unique_id="4", image=None, get_id="cp1")
+    thread.join()
+    assert "mask" not in seen[0] and "mask_source" not in seen[0]
+
+
+def test_empty_slot_ids_are_left_out_of_the_prompt_so_only_the_bad_one_is_blamed():
+    prompt = {"prompt": {
+        "4": {"class_type": NODE_ID, "inputs": {"routes": 2, "send_id": "", "get_id": "bad id!"}},
+        "5": {"class_type": NODE_ID, "inputs": {"routes": 2, "send_id": "ok", "get_id": ["3", 0]}},
+        "6": {"class_type": "SaveImage", "inputs": {"send_id": ""}},
+    }}
+    out = image_gate.drop_empty_slot_ids(prompt)
+    assert out["prompt"]["4"]["inputs"] == {"routes": 2, "get_id": "bad id!"}
+    assert out["prompt"]["5"]["inputs"] == {"routes": 2, "send_id": "ok", "get_id": ["3", 0]}
+    assert out["prompt"]["6"]["inputs"] == {"send_id": ""}, "other nodes are not touched"
+    for odd in ({}, {"prompt": None}, {"prompt": {"1": "x"}}, []):
+        image_gate.drop_empty_slot_ids(odd)  # never raises

@@ -1,7 +1,25 @@
 """One module per node kind; this file only lists them for ComfyUI."""
 
+from __future__ import annotations
+
+import logging
+
 from ..constants import NODE_DISPLAY_NAME, NODE_ID
-from .image_gate import ImageGate
+from .image_gate import ImageGate, drop_empty_slot_ids
 
 NODE_CLASS_MAPPINGS = {NODE_ID: ImageGate}
 NODE_DISPLAY_NAME_MAPPINGS = {NODE_ID: NODE_DISPLAY_NAME}
+
+# Run on every queued prompt before ComfyUI validates it.
+PROMPT_HANDLERS = (drop_empty_slot_ids,)
+
+
+def register_prompt_handlers() -> None:
+    """Add PROMPT_HANDLERS to ComfyUI's server; outside ComfyUI there is none to add them to."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        logging.getLogger("datasete_gates").debug("ComfyUI's server is not importable: no prompt handlers")
+        return
+    for handler in PROMPT_HANDLERS:
+        PromptServer.instance.add_on_prompt_handler(handler)

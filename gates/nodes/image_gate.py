@@ -42,6 +42,49 @@ def mask_from_stash(painted, image: torch.Tensor) -> torch.Tensor:
     return imaging.mask_batch(painted, batch, height, width)
 
 
+SEND_ON_ANY = "any route"
+SEND_ON_CHOICES = [f"route_{n}" for n in range(1, MAX_ROUTES + 1)] + [SEND_ON_ANY]
+SEND_ON_DEFAULT = "route_1"
+
+
+def parse_send_on(send_on, routes) -> int | None:
+    """The one route whose choice publishes (1-based), or None for any route; ValueError naming send_on."""
+    if send_on == SEND_ON_ANY:
+        return None
+    if send_on not in SEND_ON_CHOICES:
+        raise ValueError(f"send_on: {send_on!r} is not one of {SEND_ON_CHOICES}")
+    route = int(send_on.removeprefix("route_"))
+    if route > int(routes):
+        raise ValueError(f"send_on: {send_on} is beyond routes = {routes}; pick a route from 1 to {routes} "
+                         f"or {SEND_ON_ANY!r}")
+    return route
+
+
+def loaded_mask_preview(mask: torch.Tensor, folder: str) -> list[dict]:
+    """Frame 0's loaded mask as a gray preview file for the painter; [] when the mask is empty."""
+    pixels = imaging.mask_to_uint8(mask[:1])
+    if not pixels.any():
+        return []
+    return save_previews(pixels[..., None], folder)
+
+
+def drop_empty_slot_ids(json_data: dict) -> dict:
+    """ComfyUI on_prompt handler: leave empty send_id/get_id out of the gates' inputs.
+
+    ComfyUI files a VALIDATE_INPUTS message under every input the method takes, so a bad get_id
+    would also be reported under an empty send_id. An input left out is passed as its default
+    (""), which is what an empty one means, and then only the input holding a value is blamed.
+    """
+    prompt = json_data.get("prompt") if isinstance(json_data, dict) else None
+    if isinstance(prompt, dict):
+        for node in prompt.values():
+            if isinstance(node, dict) and node.get("class_type") == NODE_ID and isinstance(node.get("inputs"), dict):
+                for name in ("send_id", "get_id"):
+                    if node["inputs"].get(name) == "":
+                        del node["inputs"][name]
+    return json_data
+
+
 def validate_slot_ids(send_id, get_id) -> None:
     """Both ids are "" or None (unused) or valid slot ids; otherwise SlotIdError naming the id."""
     for label, value in (("send_id", send_id), ("get_id", get_id)):
@@ -140,6 +183,11 @@ class ImageGate:
                     "default": "",
                     "tooltip": "With no image wired, load image and mask from this slot and gate them. "
                                "Empty or an unknown slot: the gate does nothing and blocks every route."}),
+                "send_on": (SEND_ON_CHOICES, {
+                    "default": SEND_ON_DEFAULT,
+                    "tooltip": "Which choice publishes to send_id: one route (by default route_1, the "
+                               "accept route, so a rejected image never becomes the restart point) or "
+                               "any route."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
         }
@@ -160,11 +208,13 @@ class ImageGate:
     def IS_CHANGED(cls, **_kwargs):
         return float("nan")  # a person decides each run: never serve a gate from the cache
 
-    def run(self, routes, unique_id=None, image=None, send_id="", get_id="", prompt=None):
+    def run(self, routes, unique_id=None, image=None, send_id="", get_id="", send_on=SEND_ON_DEFAULT,
+            prompt=None):
         from .. import gates_compat as comfy
 
         # Ids first: a bad one fails the prompt before anything is read, written or paused.
         validate_slot_ids(send_id, get_id)
+        publish_route = parse_send_on(send_on, routes)
         blocker = comfy.execution_blocker()
         base = comfy.gate_bus_base()
         from_bus = image is None
@@ -185,8 +235,16 @@ class ImageGate:
         batch, height, width = frames.shape[:3]
         temp = comfy.temp_directory()
         previews = save_previews(frames, temp)
-        pause = self.bus.arm(unique_id, routes, prompt_id=comfy.current_prompt_id(), images=previews,
-                             source=source, slot=slot, width=width, height=height, frames=batch)
+        details = {}
+        if from_bus and loaded_mask is not None:
+            # Show the slot's mask in the painter, so painting edits it instead of silently replacing it.
+            shown = loaded_mask_preview(loaded_mask, temp)
+            if shown:
+                previews += shown
+                details = {"mask": shown[0], "mask_source": f"slot {get_id}"}
+        pause = self.bus.arm(unique_id, routes, prompt_id=comfy.current_prompt_id(), images=previews[:batch],
+                             source=source, slot=slot, width=width, height=height, frames=batch,
+                             details=details)
         published = None
         try:
             comfy.broadcast(EVENT_PREVIEW, pause.entry())
@@ -200,7 +258,7 @@ class ImageGate:
                 mask = loaded_mask
             else:
                 mask = mask_from_stash(None, image)
-            if send_id:
+            if send_id and publish_route in (None, pause.route):
                 # The frames converted for the preview are published as they are: no second conversion.
                 bus_write(base, send_id, frames, imaging.mask_to_uint8(mask))
                 published = send_id

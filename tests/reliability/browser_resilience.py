@@ -166,19 +166,23 @@ class Scenarios:
         return ok
 
 
-def run(server, chromium_executable: str, *, cycles: int) -> PartResult:
-    """`cycles` rounds of each scenario against `server` (a started ComfyServer)."""
+def run(server, chromium_executable: str, *, cycles: int, browser=None) -> PartResult:
+    """`cycles` rounds of each scenario against `server` (a started ComfyServer), in `browser` if given
+    (a running Playwright browser; under pytest, the session's), else in a chromium of its own."""
     from playwright.sync_api import sync_playwright
 
     result = PartResult("8", "Browser resilience")
     with timed(result):
         prepare_frontend(server)
-        with sync_playwright() as playwright:
-            browser = launch_chromium(playwright, chromium_executable)
-            try:
-                scenarios = _run_scenarios(browser, server, result, cycles)
-            finally:
-                browser.close()
+        if browser is not None:
+            scenarios = _run_scenarios(browser, server, result, cycles)
+        else:
+            with sync_playwright() as playwright:
+                own = launch_chromium(playwright, chromium_executable)
+                try:
+                    scenarios = _run_scenarios(own, server, result, cycles)
+                finally:
+                    own.close()
     ours = [error for error in scenarios.errors if f"/extensions/{PACK_FOLDER_NAME}/" in error]
     for error in ours[:5]:
         result.note(f"page error: {error[:300]}")

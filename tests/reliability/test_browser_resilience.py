@@ -10,10 +10,10 @@ from . import browser_resilience
 pytestmark = pytest.mark.browser
 
 
-def test_browser_resilience_light(rel_comfy):
-    browser_resilience.run(rel_comfy, chromium_path(), cycles=1).assert_passed()
+def test_browser_resilience_light(rel_comfy, chromium):
+    browser_resilience.run(rel_comfy, chromium_path(), cycles=1, browser=chromium).assert_passed()
 
 
 @pytest.mark.heavy
-def test_browser_resilience_cycles(rel_comfy):
-    browser_resilience.run(rel_comfy, chromium_path(), cycles=10).assert_passed()
+def test_browser_resilience_cycles(rel_comfy, chromium):
+    browser_resilience.run(rel_comfy, chromium_path(), cycles=10, browser=chromium).assert_passed()
