@@ -4,11 +4,15 @@
 
 import { MaskPainter } from "./mask_painter.js";
 
-// Heights (CSS px) of the panel's fixed rows, so the node can ask for enough room
-// before the panel is laid out.
-const ROW = { slotBar: 26, hint: 24, head: 22, frames: 50, tools: 28, routes: 34, gap: 6, pad: 8 };
+// Heights (CSS px) of the panel's fixed rows. The panel has one size whether the gate is idle or
+// waiting: the preview scales to the node, never the node to the image, so a pause never makes
+// the node grow over its neighbours.
+const ROW = { slotBar: 26, head: 22, tools: 28, routes: 34, gap: 6, pad: 8 };
 const MIN_STAGE = 120;
-const PREFERRED_STAGE = 300;
+/** The stage height a new node is given room for. */
+export const DEFAULT_STAGE = 240;
+export const IDLE_HINT = "Pauses here when the workflow runs: the image shows here, you paint a mask "
+    + "and pick a route.";
 
 function el(tag, props = {}, children = []) {
     const node = document.createElement(tag);
@@ -50,9 +54,11 @@ export class GatePanel {
         this.slotIds = [];
         this.element = el("div", { class: "dsg-gate", dataset: { state: "idle" } });
         this.#buildSlotBar();
-        this.hint = el("div", { class: "dsg-hint", text: "waiting for an image…" });
+        this.hint = el("div", { class: "dsg-hint", text: IDLE_HINT });
+        this.last = el("div", { class: "dsg-last" });
+        this.idle = el("div", { class: "dsg-idle" }, [this.hint, this.last]);
         this.#buildPause();
-        this.element.append(this.slotBar, this.hint, this.pause);
+        this.element.append(this.slotBar, this.idle, this.pause);
         this.fitObserver = new ResizeObserver(() => this.#fitStage());
         this.fitObserver.observe(this.viewport);
     }
@@ -61,22 +67,18 @@ export class GatePanel {
         return this.entry !== null;
     }
 
+    /** The same in both states, so showing or ending a pause never resizes the node. */
     minHeight() {
-        if (!this.waiting) return ROW.pad + ROW.slotBar + ROW.gap + ROW.hint;
-        return this.#fixedPauseHeight() + MIN_STAGE;
+        return this.#fixedHeight() + MIN_STAGE;
     }
 
-    /** The height this panel would like for the preview at `width`: the image fitted, within bounds. */
-    preferredHeight(width) {
-        if (!this.waiting) return this.minHeight();
-        const { width: w, height: h } = this.entry;
-        const stage = Math.min(PREFERRED_STAGE, Math.max(MIN_STAGE, ((width - 2 * ROW.pad) * h) / Math.max(w, 1)));
-        return this.#fixedPauseHeight() + Math.round(stage);
+    /** The height a new node gets for this panel. */
+    defaultHeight() {
+        return this.#fixedHeight() + DEFAULT_STAGE;
     }
 
-    #fixedPauseHeight() {
-        const frames = this.entry && this.entry.frames > 1 ? ROW.frames + ROW.gap : 0;
-        return 2 * ROW.pad + ROW.slotBar + ROW.head + ROW.tools + ROW.routes + frames + 5 * ROW.gap + 18;
+    #fixedHeight() {
+        return 2 * ROW.pad + ROW.slotBar + ROW.head + ROW.tools + ROW.routes + 4 * ROW.gap;
     }
 
     // --- the get_id picker --------------------------------------------------------------
@@ -188,16 +190,19 @@ export class GatePanel {
         this.element.dataset.state = "waiting";
         this.element.dataset.token = entry.token;
         if (same) return;
+        this.element.dataset.maskLoaded = "false";
 
-        this.busy = false;
+        this.setBusy(false); // the buttons of the last pause were disabled while its answer was sent
         this.frame = 0;
         this.status.textContent = "";
         const frames = Math.max(1, entry.frames ?? entry.images.length);
         this.meta.textContent = `${entry.width}×${entry.height}` + (frames > 1 ? ` · ${frames} frames` : "");
         this.source.textContent = entry.source === "bus" && entry.slot ? `from slot ${entry.slot}` : "";
         this.source.hidden = !this.source.textContent;
+        this.source.title = entry.mask_source ? `image and mask loaded from ${entry.mask_source}` : "";
 
         this.painter.reset(entry.width, entry.height);
+        if (entry.mask) this.#loadMask(entry);
         const longest = Math.max(entry.width, entry.height);
         this.sizeInput.max = String(Math.max(8, Math.round(longest / 4)));
         this.#setSize(Math.max(2, Math.round(longest / 24)));
@@ -209,24 +214,49 @@ export class GatePanel {
         this.#fitStage();
     }
 
+    /** Idle: say what will happen, and (when there was one) what was decided last. */
     showIdle(note = "") {
         this.entry = null;
-        this.busy = false;
+        this.setBusy(false);
         this.element.dataset.state = "idle";
         delete this.element.dataset.token;
-        this.hint.textContent = note || "waiting for an image…";
+        delete this.element.dataset.maskLoaded;
+        this.hint.textContent = note || IDLE_HINT;
         this.image.removeAttribute("src");
         this.frames.replaceChildren();
         this.routeButtons.replaceChildren();
     }
 
+    /** The last decision, shown under the idle hint ("" hides it). */
+    setLastDecision(text) {
+        this.last.textContent = text;
+        this.last.hidden = !text;
+    }
+
+    /** The slot's mask, drawn into the painter so painting edits it (and Clear removes it). */
+    async #loadMask(entry) {
+        const token = entry.token;
+        try {
+            await this.painter.load(previewURL(entry.mask, this.hooks.apiURL));
+            if (this.entry?.token !== token) return;
+            this.element.dataset.maskLoaded = "true";
+            this.source.textContent = `from slot ${entry.slot} · mask loaded`;
+        } catch (error) {
+            if (this.entry?.token === token) this.setError(`the slot's mask could not be shown: ${error.message ?? error}`);
+        }
+    }
+
     /** Route labels follow what is wired to each output, so refresh them when links change. */
     refreshRouteLabels() {
         for (const button of this.routeButtons.querySelectorAll("button[data-route]")) {
-            const label = this.hooks.routeLabel(Number(button.dataset.route));
+            const route = Number(button.dataset.route);
+            const label = this.hooks.routeLabel(route);
             const span = button.querySelector(".dsg-route-label");
             span.textContent = label;
             span.hidden = !label;
+            // The label may be cut with an ellipsis on the button: the tooltip has all of it.
+            button.title = `Send the image down route_${route}` + (label ? ` → ${label}` : "")
+                + (route <= 9 ? ` (key ${route})` : "");
         }
     }
 
@@ -248,7 +278,6 @@ export class GatePanel {
         for (let route = 1; route <= count; route++) {
             const button = el("button", {
                 class: "dsg-route", type: "button", dataset: { route: String(route) },
-                title: `Send the image down route_${route}` + (route <= 9 ? ` (key ${route})` : ""),
                 onclick: () => {
                     if (!this.busy) this.hooks.onChoose(route, this.mask());
                 },
@@ -257,7 +286,7 @@ export class GatePanel {
             buttons.push(button);
         }
         this.routeButtons.replaceChildren(...buttons);
-        this.routeButtons.style.setProperty("--dsg-route-count", String(count));
+        this.routeButtons.dataset.count = String(count);
         this.refreshRouteLabels();
     }
 

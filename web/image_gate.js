@@ -17,8 +17,9 @@ const ROUTE_CHOOSE = "/datasete_gate/choose";
 const ROUTE_CANCEL = "/datasete_gate/cancel";
 const ROUTE_BUS_LIST = "/datasete_gate/bus/list";
 const PANEL_WIDGET = "gate_panel";
-const MIN_IDLE_WIDTH = 320;
-const MIN_PAUSED_WIDTH = 380;
+// A new gate node's width: room for the tools row and two labelled route buttons.
+const DEFAULT_WIDTH = 420;
+const LOW_ZOOM_MARKER = "waiting: zoom in to answer";
 
 // node_id (as the server sends it) -> pending entry. Kept apart from the nodes because
 // the preview can arrive before the graph is loaded, or for a node of another workflow.
@@ -33,6 +34,8 @@ const RESOLVED_MEMORY = 512;
 
 const panels = new WeakMap(); // node -> GatePanel
 let slotIds = [];
+// node_id -> what was decided last at that gate ("route 2 → Needs inpaint · published to x").
+const lastDecisions = new Map();
 
 // --- styles ----------------------------------------------------------------------------
 
@@ -71,32 +74,6 @@ function routeLabel(node, route) {
     return target?.title ?? "";
 }
 
-/** Make room for the preview when a pause starts, and give the room back when it ends. */
-function fitNode(node, panel) {
-    if (panel.waiting) {
-        const width = Math.max(node.size[0], MIN_PAUSED_WIDTH);
-        // computeSize() counts the panel at its minimum height; swap in the height it would like.
-        const wanted = node.computeSize()[1] - panel.minHeight() + panel.preferredHeight(width);
-        if (width > node.size[0] || wanted > node.size[1]) {
-            panel.sizeBeforePause ??= [...node.size];
-            node.setSize([width, Math.max(node.size[1], wanted)]);
-            panel.sizeDuringPause = [...node.size];
-        }
-    } else if (panel.sizeBeforePause) {
-        // Only undo our own growth: a node the person resized meanwhile keeps its size.
-        const untouched = panel.sizeDuringPause
-            && node.size[0] === panel.sizeDuringPause[0] && node.size[1] === panel.sizeDuringPause[1];
-        if (untouched) {
-            const [width, height] = panel.sizeBeforePause;
-            const minimum = node.computeSize(); // computeSize(out) would write into its argument
-            node.setSize([Math.max(width, minimum[0]), Math.max(height, minimum[1])]);
-        }
-        panel.sizeBeforePause = null;
-        panel.sizeDuringPause = null;
-    }
-    node.setDirtyCanvas?.(true, true);
-}
-
 /** Show on `node` what the server says about it: its pending entry, or idle. */
 function syncNode(node, note = "") {
     const panel = panels.get(node);
@@ -104,9 +81,81 @@ function syncNode(node, note = "") {
     panel.element.dataset.nodeId = String(node.id); // lets scripts and tests find a node's panel
     const entry = pauses.get(String(node.id));
     const shownBefore = panel.entry?.token ?? null;
+    panel.setLastDecision(lastDecisions.get(String(node.id)) ?? "");
     if (entry) panel.showPause(entry);
     else if (shownBefore || note) panel.showIdle(note);
-    if ((panel.entry?.token ?? null) !== shownBefore) fitNode(node, panel);
+    // The panel keeps its size in both states; only the canvas (low-zoom marker) needs a redraw.
+    node.setDirtyCanvas?.(true, true);
+    setTimeout(reconcileDock, DOCK_CHECK_MS);
+}
+
+// --- the dock: a waiting gate whose node cannot show its panel -----------------------------
+//
+// Some frontends render nodes without DOM widgets (the first releases of Nodes 2.0 skip every
+// widget type they do not know). A waiting gate must never be invisible, so when its panel is
+// not on the page shortly after the pause starts, it is shown in a dock on the page instead;
+// if the frontend later mounts it in the node, the dock gives it back.
+
+const DOCK_CHECK_MS = 400;
+let dockElement = null;
+let dockTimer = null;
+
+function dock() {
+    if (!dockElement) {
+        dockElement = document.createElement("aside");
+        dockElement.className = "dsg-dock";
+        dockElement.setAttribute("aria-label", "waiting gates");
+        dockElement.append(Object.assign(document.createElement("header"), { textContent: "Waiting gates" }));
+        document.body.append(dockElement);
+    }
+    return dockElement;
+}
+
+function reconcileDock() {
+    const live = new Set();
+    for (const node of gateNodes()) {
+        const panel = panels.get(node);
+        if (panel.waiting && !panel.element.isConnected) {
+            const section = document.createElement("section");
+            section.className = "dsg-dock-item";
+            section.dataset.nodeId = String(node.id);
+            section.append(Object.assign(document.createElement("h3"), { textContent: `${node.title} (#${node.id})` }),
+                panel.element);
+            dock().append(section);
+            panel.dockSection = section;
+        }
+        // Once docked, a panel stays in its section (hidden while idle) unless the node mounts it.
+        if (panel.dockSection && panel.element.parentElement === panel.dockSection) {
+            live.add(panel.dockSection);
+            panel.dockSection.hidden = !panel.waiting;
+        } else {
+            panel.dockSection = null;
+        }
+    }
+    // Sections of nodes that left the graph (another workflow opened), or whose node took its panel back.
+    for (const section of dockElement?.querySelectorAll(".dsg-dock-item") ?? []) {
+        if (!live.has(section)) section.remove();
+    }
+    if (dockElement) dockElement.hidden = !dockElement.querySelector(".dsg-dock-item:not([hidden])");
+    const anyWaiting = gateNodes().some((node) => panels.get(node).waiting);
+    if (anyWaiting && dockTimer === null) dockTimer = setInterval(reconcileDock, DOCK_CHECK_MS);
+    if (!anyWaiting && dockTimer !== null) {
+        clearInterval(dockTimer);
+        dockTimer = null;
+    }
+}
+
+/** "Last: route 2 → Needs inpaint · published to restart_point", or "Last: cancelled". */
+function describeDecision(detail) {
+    const key = String(detail.node_id);
+    const node = app.graph?.getNodeById?.(detail.node_id);
+    if (detail.route === null || detail.route === undefined) return "Last: cancelled";
+    const label = isGate(node) ? routeLabel(node, detail.route) : "";
+    let text = `Last: route ${detail.route}` + (label ? ` → ${label}` : "");
+    if (detail.published) text += ` · published to ${detail.published}`;
+    if (detail.publish_error) text += ` · publish failed: ${detail.publish_error}`;
+    lastDecisions.set(key, text);
+    return text;
 }
 
 function syncAll() {
@@ -333,8 +382,88 @@ function attachPanel(node) {
         return result;
     };
     showSlots(node);
-    // Room for the title and the tool row; a loaded node gets its saved size right after this.
-    node.setSize([Math.max(node.size[0], MIN_IDLE_WIDTH), node.computeSize()[1]]);
+    const routes = routesWidget(node);
+    if (routes) {
+        const changed = routes.callback;
+        routes.callback = function (value, ...rest) {
+            const result = changed?.call(this, value, ...rest);
+            syncRouteOutputs(node);
+            return result;
+        };
+    }
+    const onConfigure = node.onConfigure;
+    node.onConfigure = function (...args) {
+        const result = onConfigure?.apply(this, args);
+        syncRouteOutputs(this); // a saved node comes back with the outputs it was saved with
+        return result;
+    };
+    syncRouteOutputs(node);
+    // A new node gets room for a preview; a loaded node gets its saved size right after this.
+    node.setSize([Math.max(node.size[0], DEFAULT_WIDTH),
+        node.computeSize()[1] - panel.minHeight() + panel.defaultHeight()]);
+
+    // Zoomed out, the frontend hides DOM widgets and paints a plain block where they were: paint a
+    // marker over that block, so a waiting gate never looks idle.
+    const drawWidget = widget.draw;
+    widget.draw = function (ctx, drawnNode, width, y, ...rest) {
+        const result = drawWidget?.call(this, ctx, drawnNode, width, y, ...rest);
+        if (panel.waiting && app.canvas?.low_quality) drawWaitingMarker(drawnNode ?? node, ctx, y);
+        return result;
+    };
+}
+
+function drawWaitingMarker(node, ctx, widgetY = 0) {
+    const [width, height] = node.size;
+    const room = Math.max(40, height - widgetY);
+    const band = Math.min(160, Math.max(60, room * 0.5));
+    const top = widgetY + (room - band) / 2;
+    ctx.save();
+    ctx.fillStyle = "rgba(255, 64, 129, 0.92)";
+    ctx.beginPath();
+    ctx.roundRect?.(8, top, width - 16, band, 12) ?? ctx.rect(8, top, width - 16, band);
+    ctx.fill();
+    ctx.fillStyle = "#fff";
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    ctx.font = `bold ${Math.round(Math.min(40, band * 0.38))}px sans-serif`;
+    ctx.fillText(LOW_ZOOM_MARKER, width / 2, top + band / 2, width - 32);
+    ctx.restore();
+}
+
+// --- outputs follow `routes` -----------------------------------------------------------
+//
+// The node declares mask + route_1..route_8; only the first `routes` route outputs are shown.
+// Outputs are only ever removed from the end, so the index of every remaining output (what a
+// link and the queued prompt refer to) never changes. A route output beyond `routes` that still
+// has links stays until it is unlinked, so opening a workflow never silently drops a connection.
+
+const MAX_ROUTES = 8;
+const ROUTE_OUTPUT = /^route_(\d+)$/;
+
+function routesWidget(node) {
+    return node.widgets?.find((widget) => widget.name === "routes");
+}
+
+function syncRouteOutputs(node) {
+    const wanted = Math.max(1, Math.min(MAX_ROUTES, Math.round(Number(routesWidget(node)?.value ?? MAX_ROUTES)) || 1));
+    const outputs = node.outputs ?? [];
+    for (let index = outputs.length - 1; index > wanted; index--) {
+        const output = outputs[index];
+        if (!ROUTE_OUTPUT.test(output?.name ?? "") || output.links?.length) break;
+        node.removeOutput(index);
+    }
+    for (let route = (node.outputs?.length ?? 1); route <= wanted; route++) {
+        node.addOutput(`route_${route}`, "IMAGE");
+    }
+    node.setDirtyCanvas?.(true, true);
+}
+
+/** Loaded nodes keep their saved size, but never less than the panel needs. */
+function ensureMinimumSize(node) {
+    const minimum = node.computeSize();
+    if (node.size[0] < minimum[0] || node.size[1] < minimum[1]) {
+        node.setSize([Math.max(node.size[0], minimum[0]), Math.max(node.size[1], minimum[1])]);
+    }
 }
 
 app.registerExtension({
@@ -344,6 +473,9 @@ app.registerExtension({
         loadStyles();
         api.addEventListener(EVENT_PREVIEW, ({ detail }) => addPause(detail));
         api.addEventListener(EVENT_RESOLVED, ({ detail }) => {
+            if (detail?.node_id !== undefined && detail?.token && !resolvedTokens.has(detail.token)) {
+                lastDecisions.set(String(detail.node_id), describeDecision(detail));
+            }
             if (detail?.token) dropPause(detail.token);
             if (detail?.published) refreshSlots();
         });
@@ -363,6 +495,7 @@ app.registerExtension({
     afterConfigureGraph() {
         syncAll();
         for (const node of gateNodes()) {
+            ensureMinimumSize(node);
             showSlots(node);
             panels.get(node).refreshRouteLabels();
         }

@@ -5,7 +5,8 @@
 // stroke colour is free to be something that stands out on the image, and the
 // canvas' CSS opacity lets the image show through without touching the mask data.
 
-const STROKE_COLOR = "rgb(255, 64, 129)";
+const STROKE_RGB = [255, 64, 129];
+const STROKE_COLOR = `rgb(${STROKE_RGB.join(", ")})`;
 
 export class MaskPainter {
     /**
@@ -21,6 +22,10 @@ export class MaskPainter {
         // Something was drawn since the last clear; checked against the pixels before
         // sending, because an eraser pass can leave an empty canvas behind.
         this.touched = false;
+        // A mask loaded from a slot: sent only if the person changed it (a stroke or Clear), so an
+        // untouched one keeps every frame's own mask; once changed it is sent even when empty.
+        this.loaded = false;
+        this.edited = false;
         this.lastPoint = null;
         this.activePointer = null;
 
@@ -39,12 +44,40 @@ export class MaskPainter {
         this.canvas.width = Math.max(1, width);
         this.canvas.height = Math.max(1, height);
         this.touched = false;
+        this.loaded = false;
+        this.edited = false;
         this.lastPoint = null;
     }
 
     clear() {
         this.ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
         this.touched = false;
+        this.edited = true;
+    }
+
+    /** Start from a gray mask image (white = 1.0), such as a slot's mask.png, at the canvas' size. */
+    async load(url) {
+        const image = new Image();
+        image.src = url;
+        await image.decode();
+        const { width, height } = this.canvas;
+        const scratch = document.createElement("canvas");
+        scratch.width = width;
+        scratch.height = height;
+        const scratchCtx = scratch.getContext("2d", { willReadFrequently: true });
+        scratchCtx.drawImage(image, 0, 0, width, height);
+        const gray = scratchCtx.getImageData(0, 0, width, height).data;
+        const mask = this.ctx.createImageData(width, height);
+        for (let index = 0; index < gray.length; index += 4) {
+            mask.data[index] = STROKE_RGB[0];
+            mask.data[index + 1] = STROKE_RGB[1];
+            mask.data[index + 2] = STROKE_RGB[2];
+            mask.data[index + 3] = gray[index]; // the alpha channel is the mask
+        }
+        this.ctx.putImageData(mask, 0, 0);
+        this.loaded = true;
+        this.edited = false;
+        this.touched = true;
     }
 
     /** True when no pixel of the mask has any coverage. */
@@ -57,8 +90,9 @@ export class MaskPainter {
         return true;
     }
 
-    /** The mask as a PNG data URL (alpha = mask), or null when nothing is painted. */
+    /** The mask as a PNG data URL (alpha = mask), or null when there is nothing to send. */
     toDataURL() {
+        if (this.loaded) return this.edited ? this.canvas.toDataURL("image/png") : null;
         return this.isEmpty() ? null : this.canvas.toDataURL("image/png");
     }
 
@@ -90,6 +124,7 @@ export class MaskPainter {
             ctx.stroke();
         }
         ctx.restore();
+        this.edited = true;
         if (this.tool !== "eraser") this.touched = true;
     }
 
