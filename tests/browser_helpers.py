@@ -107,9 +107,13 @@ def without_gate_image(workflow: dict, get_id: str = "") -> dict:
     return workflow
 
 
-def load_workflow(page, workflow: dict) -> None:
+def load_workflow(page, workflow: dict, node_id: str = GATE_NODE_ID) -> None:
+    """Open `workflow` as a person would; ready when the gate node carries its panel widget (which a
+    frontend without DOM widgets in Nodes 2.0 attaches to the page only when the gate waits)."""
     page.evaluate("workflow => window.app.loadGraphData(workflow)", workflow)
-    page.wait_for_selector(f".dsg-gate[data-node-id='{GATE_NODE_ID}']", state="attached")
+    page.wait_for_function(
+        """id => (window.app.graph.getNodeById(id)?.widgets ?? []).some(w => w.name === 'gate_panel')""",
+        arg=node_id, timeout=30_000)
 
 
 def queue_from_page(page) -> None:
@@ -117,13 +121,13 @@ def queue_from_page(page) -> None:
     page.evaluate("() => window.app.queuePrompt(0, 1)")
 
 
-def queue_gate(page, server: ComfyServer, timeout: float = 60.0) -> dict:
-    """Queue the page's workflow (over HTTP, as the Run button does); the gate's new pending entry."""
+def queue_gate(page, server: ComfyServer, timeout: float = 60.0, node_id: str = GATE_NODE_ID) -> dict:
+    """Queue the page's workflow (as the Run button does); the new pending entry of gate `node_id`."""
     before = {entry["token"] for entry in server.pending()}
     queue_from_page(page)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        fresh = [e for e in server.pending() if e["token"] not in before and e["node_id"] == GATE_NODE_ID]
+        fresh = [e for e in server.pending() if e["token"] not in before and e["node_id"] == node_id]
         if fresh:
             return fresh[0]
         time.sleep(0.05)

@@ -38,6 +38,12 @@ class Frontend:
     def id(self) -> str:
         return f"{self.release}-{'vue' if self.vue_nodes else 'classic'}"
 
+    @property
+    def nodes_show_dom_widgets(self) -> bool:
+        """False where nodes cannot hold the pack's panel: 1.27's Nodes 2.0 (experimental there)
+        skips every widget type it does not know, so waiting gates show in the pack's dock instead."""
+        return not (self.release == PINNED and self.vue_nodes)
+
 
 ALL = tuple(Frontend(release, vue) for release in (PINNED, NEWEST) for vue in (False, True))
 
