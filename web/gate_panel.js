@@ -2,6 +2,7 @@
 // preview (every frame), the mask painting tools, one button per route and Cancel.
 // It only renders and reports; image_gate.js talks to the server.
 
+import { t } from "./i18n.js";
 import { MaskPainter } from "./mask_painter.js";
 
 // Heights (CSS px) of the panel's fixed rows. The panel has one size whether the gate is idle or
@@ -54,7 +55,7 @@ export class GatePanel {
         this.slotIds = [];
         this.element = el("div", { class: "dsg-gate", dataset: { state: "idle" } });
         this.#buildSlotBar();
-        this.hint = el("div", { class: "dsg-hint", text: IDLE_HINT });
+        this.hint = el("div", { class: "dsg-hint", text: t("panel.idleHint", IDLE_HINT) });
         this.last = el("div", { class: "dsg-last" });
         this.idle = el("div", { class: "dsg-idle" }, [this.hint, this.last]);
         this.#buildPause();
@@ -123,7 +124,7 @@ export class GatePanel {
     // --- the pause ----------------------------------------------------------------------
 
     #buildPause() {
-        this.title = el("span", { class: "dsg-title", text: "Choose a route" });
+        this.title = el("span", { class: "dsg-title", text: t("panel.chooseRoute", "Choose a route") });
         this.meta = el("span", { class: "dsg-meta" });
         this.source = el("span", { class: "dsg-source" });
         const head = el("div", { class: "dsg-head" }, [
@@ -140,11 +141,11 @@ export class GatePanel {
 
         this.brushButton = el("button", {
             class: "dsg-tool", type: "button", title: "Brush: paint the mask",
-            "aria-pressed": "true", text: "Brush", onclick: () => this.#setTool("brush"),
+            "aria-pressed": "true", text: t("panel.brush", "Brush"), onclick: () => this.#setTool("brush"),
         });
         this.eraserButton = el("button", {
             class: "dsg-tool", type: "button", title: "Eraser: remove painted mask",
-            "aria-pressed": "false", text: "Eraser", onclick: () => this.#setTool("eraser"),
+            "aria-pressed": "false", text: t("panel.eraser", "Eraser"), onclick: () => this.#setTool("eraser"),
         });
         this.sizeInput = el("input", {
             class: "dsg-size", type: "range", min: "1", max: "64", value: "24",
@@ -158,22 +159,22 @@ export class GatePanel {
             oninput: () => this.#setOpacity(Number(this.opacityInput.value)),
         });
         const clearButton = el("button", {
-            class: "dsg-tool dsg-clear", type: "button", title: "Clear the painted mask", text: "Clear",
+            class: "dsg-tool dsg-clear", type: "button", title: "Clear the painted mask", text: t("panel.clear", "Clear"),
             onclick: () => this.painter.clear(),
         });
         const tools = el("div", { class: "dsg-tools" }, [
             el("span", { class: "dsg-segment" }, [this.brushButton, this.eraserButton]),
             el("label", { class: "dsg-range", title: "Brush size, in image pixels" }, [
-                el("span", { text: "Size" }), this.sizeInput, this.sizeValue]),
+                el("span", { text: t("panel.size", "Size") }), this.sizeInput, this.sizeValue]),
             el("label", { class: "dsg-range", title: "Mask opacity on screen" }, [
-                el("span", { text: "Opacity" }), this.opacityInput]),
+                el("span", { text: t("panel.opacity", "Opacity") }), this.opacityInput]),
             clearButton,
         ]);
 
         this.status = el("div", { class: "dsg-status", role: "status" });
         this.routeButtons = el("div", { class: "dsg-route-buttons" });
         this.cancelButton = el("button", {
-            class: "dsg-cancel", type: "button", text: "Cancel",
+            class: "dsg-cancel", type: "button", text: t("panel.cancel", "Cancel"),
             title: "Stop this run here (Esc while the node is selected)",
             onclick: () => this.hooks.onCancel(),
         });
@@ -221,7 +222,7 @@ export class GatePanel {
         this.element.dataset.state = "idle";
         delete this.element.dataset.token;
         delete this.element.dataset.maskLoaded;
-        this.hint.textContent = note || IDLE_HINT;
+        this.hint.textContent = note || t("panel.idleHint", IDLE_HINT);
         this.image.removeAttribute("src");
         this.frames.replaceChildren();
         this.routeButtons.replaceChildren();
