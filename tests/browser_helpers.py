@@ -26,6 +26,7 @@ FRONTEND_SETTINGS = {
     "Comfy.Graph.CanvasInfo": False,
     "Comfy.Graph.CanvasMenu": False,
     "Comfy.Canvas.SelectionToolbox": False,
+    "Comfy.Locale": "en",  # whatever the browser says; a test that switches it leaves no trace
 }
 
 # The frontend is ready when it has set window.app, knows the gate node type and has
