@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 from pathlib import Path
 
 import pytest
-from comfy_server import REPO_ROOT
+from comfy_server import PACK_FOLDER_NAME, REPO_ROOT
 
 from gates.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
@@ -232,3 +233,20 @@ def test_translated_panel_strings_match_the_english_keys_and_placeholders(langua
         f"only in {language}: {sorted(set(translated) - set(english))}")
     for path, text in english.items():
         assert set(re.findall(r"\{(\w+)\}", translated[path])) == set(re.findall(r"\{(\w+)\}", text)), path
+
+
+# --- what a real ComfyUI serves ---------------------------------------------------------------------------
+
+@pytest.mark.comfy
+def test_comfyui_serves_the_translations_and_the_help_pages(comfy):
+    served = comfy.get_json("/i18n")
+    for language in LANGUAGES:
+        assert served[language]["nodeDefs"][NODE_IDS[0]] == main_json(language)["nodeDefs"][NODE_IDS[0]]
+        assert served[language][PANEL_SECTION] == main_json(language)[PANEL_SECTION]
+    for node_id in NODE_IDS:
+        for page in help_pages(node_id).values():
+            url = f"{comfy.url}/extensions/{PACK_FOLDER_NAME}/{page.relative_to(WEB).as_posix()}"
+            with urllib.request.urlopen(url, timeout=30) as response:
+                # The newest frontend refuses a help page served as HTML (its own index.html on a miss).
+                assert "html" not in response.headers.get("Content-Type", "")
+                assert response.read() == page.read_bytes()
