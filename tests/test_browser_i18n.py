@@ -14,12 +14,12 @@ import json
 import os
 from pathlib import Path
 
-import frontends
 import pytest
 from browser_helpers import (
     GATE_NODE_ID,
     click_node_title,
     example_workflow,
+    load_workflow,
     open_comfy,
     panel,
     queue_gate,
@@ -64,19 +64,6 @@ def use_settings(server, settings: dict) -> None:
     assert status == 200, answer
 
 
-def panel_is_rendered(frontend) -> bool:
-    # The pinned frontend's Vue nodes (Nodes 2.0) mount no DOM widgets, so the gate's panel is not there
-    # (tests/test_browser.py cannot run there either): only the frontend's own node parts are checked.
-    return not (frontend.release == frontends.PINNED and frontend.vue_nodes)
-
-
-def load_example(page, frontend) -> None:
-    page.evaluate("workflow => window.app.loadGraphData(workflow)", example_workflow())
-    page.wait_for_function("id => !!window.app.graph.getNodeById(id)", arg=GATE_NODE_ID)
-    if panel_is_rendered(frontend):
-        page.wait_for_selector(f".dsg-gate[data-node-id='{GATE_NODE_ID}']", state="attached")
-
-
 class DocRequests:
     """The help pages the page fetched from the pack (/extensions/<pack>/docs/...), with their status."""
 
@@ -112,7 +99,7 @@ def test_the_help_page_opens_from_the_node(server, frontend, context, page_error
     use_settings(server, {"Comfy.Canvas.SelectionToolbox": True})
     page = open_comfy(context, server, page_errors)
     docs = DocRequests(page)
-    load_example(page, frontend)
+    load_workflow(page, example_workflow())
 
     open_node_help(page)
     heading = page.get_by_text(EN_PAGE_HEADING, exact=True)
@@ -128,7 +115,7 @@ def test_a_chinese_frontend_shows_the_node_and_its_help_in_chinese(server, front
     use_settings(server, {"Comfy.Locale": "zh", "Comfy.Canvas.SelectionToolbox": True})
     page = open_comfy(context, server, page_errors)
     docs = DocRequests(page)
-    load_example(page, frontend)
+    load_workflow(page, example_workflow())
 
     # The node on the canvas: its title, and its input and output names.
     title = ZH_NODE["display_name"]
@@ -159,27 +146,27 @@ def test_a_chinese_frontend_shows_the_node_and_its_help_in_chinese(server, front
     page.keyboard.press("Escape")
     page.wait_for_timeout(300)
 
-    if panel_is_rendered(frontend):
-        gate = panel(page)
+    gate = panel(page)
+    if frontend.nodes_show_dom_widgets:
         assert gate.locator(".dsg-hint").inner_text() == ZH_PANEL["idleHint"]
-        # A pause in Chinese: the panel's title, tools and Cancel are translated, and Cancel still cancels.
-        entry = queue_gate(page, server)
-        wait_paused(page, entry["token"])
-        assert gate.locator(".dsg-title").inner_text() == ZH_PANEL["chooseRoute"]
-        assert gate.locator("button.dsg-tool", has_text=ZH_PANEL["brush"]).is_visible()
-        assert gate.locator("button.dsg-tool", has_text=ZH_PANEL["eraser"]).is_visible()
-        assert gate.locator("button.dsg-clear").inner_text() == ZH_PANEL["clear"]
-        assert ZH_PANEL["size"] in gate.locator(".dsg-tools").inner_text()
-        page.mouse.move(5, 600)
-        shoot(page, shots / f"node_zh_{frontend.id}.png", clip=workflow_clip(page))
-        cancel = gate.locator("button.dsg-cancel")
-        assert cancel.inner_text() == ZH_PANEL["cancel"]
-        cancel.click()
-        history = server.wait_done(entry["prompt_id"])
-        assert "execution_interrupted" in status_messages(history)
-        wait_idle(page)
-    else:
-        shoot(page, shots / f"node_zh_{frontend.id}.png", clip=workflow_clip(page))
+    # A pause in Chinese: the panel's title, tools and Cancel are translated, and Cancel still cancels.
+    # (A frontend whose nodes hold no DOM widget shows the waiting panel in the pack's dock instead.)
+    entry = queue_gate(page, server)
+    wait_paused(page, entry["token"])
+    assert gate.locator(".dsg-title").inner_text() == ZH_PANEL["chooseRoute"]
+    assert gate.locator("button.dsg-tool", has_text=ZH_PANEL["brush"]).is_visible()
+    assert gate.locator("button.dsg-tool", has_text=ZH_PANEL["eraser"]).is_visible()
+    assert gate.locator("button.dsg-clear").inner_text() == ZH_PANEL["clear"]
+    assert ZH_PANEL["size"] in gate.locator(".dsg-tools").inner_text()
+    page.mouse.move(5, 600)
+    clip = workflow_clip(page) if frontend.nodes_show_dom_widgets else None
+    shoot(page, shots / f"node_zh_{frontend.id}.png", **({"clip": clip} if clip else {}))
+    cancel = gate.locator("button.dsg-cancel")
+    assert cancel.inner_text() == ZH_PANEL["cancel"]
+    cancel.click()
+    history = server.wait_done(entry["prompt_id"])
+    assert "execution_interrupted" in status_messages(history)
+    wait_idle(page)
 
     # The help page in Chinese, from web/docs/<NodeId>/zh.md.
     open_node_help(page)
