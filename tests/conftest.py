@@ -44,11 +44,35 @@ def pytest_report_header(config):
 
 def pytest_collection_modifyitems(config, items):
     reasons = _skip_reasons(config)
+    if os.environ.get("DATASETE_REQUIRE_TIERS") == "1":
+        # CI: a tier that would be skipped whole is a failure, never a quiet green.
+        missing = [reasons[k] for k in ("comfy", "browser") if k in reasons]
+        if missing:
+            raise pytest.UsageError("DATASETE_REQUIRE_TIERS=1 but " + "; ".join(missing))
     for item in items:
         for marker, reason in reasons.items():
             if marker in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
                 break
+
+
+def _tier(item_keywords, name: str) -> str:
+    if "browser" in item_keywords:
+        found = [f.id for f in frontends.ALL if f.id in name]
+        return f"browser {found[0]}" if found else "browser (one frontend)"
+    if "comfy" in item_keywords:
+        return "real ComfyUI"
+    return "unit"
+
+
+def pytest_runtest_logreport(report):
+    # Counted on the call phase (or the setup phase for a test skipped or failed before it ran).
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        tier = _tier(report.keywords, report.nodeid)
+        _TIER_COUNTS.setdefault(tier, {"passed": 0, "failed": 0, "skipped": 0})[report.outcome] += 1
+
+
+_TIER_COUNTS: dict[str, dict[str, int]] = {}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -57,6 +81,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         if key in reasons:
             terminalreporter.write_line(reasons[key])
             break
+    if _TIER_COUNTS:
+        terminalreporter.write_line("tests per tier:")
+        for tier in sorted(_TIER_COUNTS, key=lambda t: (not t.startswith("unit"), not t.startswith("real"), t)):
+            counts = _TIER_COUNTS[tier]
+            terminalreporter.write_line(
+                f"  {tier}: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
 
 
 @pytest.fixture(scope="session")
