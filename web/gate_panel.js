@@ -101,7 +101,7 @@ export class GatePanel {
             this.slotSelect.addEventListener(type, () => this.hooks.onOpenPicker());
         }
         this.slotBar = el("label", { class: "dsg-slotbar" }, [
-            el("span", { class: "dsg-slotbar-label", text: "get_id slot" }), this.slotSelect]);
+            el("span", { class: "dsg-slotbar-label", text: t("panel.slotBar", "get_id slot") }), this.slotSelect]);
         this.setSlots([], "");
     }
 
@@ -110,7 +110,7 @@ export class GatePanel {
         const same = ids.length === this.slotIds.length && ids.every((id, i) => id === this.slotIds[i]);
         if (!same || !this.slotSelect.options.length) {
             this.slotIds = [...ids];
-            const options = [el("option", { value: "", text: ids.length ? "pick a slot…" : "no slots published yet" })];
+            const options = [el("option", { value: "", text: ids.length ? t("panel.pickSlot", "pick a slot…") : t("panel.noSlots", "no slots published yet") })];
             for (const id of ids) options.push(el("option", { value: id, text: id }));
             this.slotSelect.replaceChildren(...options);
         }
@@ -197,8 +197,9 @@ export class GatePanel {
         this.frame = 0;
         this.status.textContent = "";
         const frames = Math.max(1, entry.frames ?? entry.images.length);
-        this.meta.textContent = `${entry.width}×${entry.height}` + (frames > 1 ? ` · ${frames} frames` : "");
-        this.source.textContent = entry.source === "bus" && entry.slot ? `from slot ${entry.slot}` : "";
+        this.meta.textContent = `${entry.width}×${entry.height}` + (frames > 1 ? " · " + t("panel.frameCount", "{count} frames", { count: frames }) : "");
+        this.source.textContent = entry.source === "bus" && entry.slot
+            ? t("panel.fromSlot", "from slot {slot}", { slot: entry.slot }) : "";
         this.source.hidden = !this.source.textContent;
         this.source.title = entry.mask_source ? `image and mask loaded from ${entry.mask_source}` : "";
 
@@ -241,9 +242,12 @@ export class GatePanel {
             await this.painter.load(previewURL(entry.mask, this.hooks.apiURL));
             if (this.entry?.token !== token) return;
             this.element.dataset.maskLoaded = "true";
-            this.source.textContent = `from slot ${entry.slot} · mask loaded`;
+            this.source.textContent = t("panel.fromSlotMaskLoaded", "from slot {slot} · mask loaded", { slot: entry.slot });
         } catch (error) {
-            if (this.entry?.token === token) this.setError(`the slot's mask could not be shown: ${error.message ?? error}`);
+            if (this.entry?.token === token) {
+                this.setError(t("panel.maskNotShown", "the slot's mask could not be shown: {error}",
+                    { error: error.message ?? error }));
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { GatePanel } from "./gate_panel.js";
+import { t } from "./i18n.js";
 
 const NODE_CLASS = "DataseteImageGate";
 const EVENT_PREVIEW = "datasete_gate.preview";
@@ -104,8 +105,8 @@ function dock() {
     if (!dockElement) {
         dockElement = document.createElement("aside");
         dockElement.className = "dsg-dock";
-        dockElement.setAttribute("aria-label", "waiting gates");
-        dockElement.append(Object.assign(document.createElement("header"), { textContent: "Waiting gates" }));
+        dockElement.setAttribute("aria-label", t("gate.dockLabel", "waiting gates"));
+        dockElement.append(Object.assign(document.createElement("header"), { textContent: t("gate.dockTitle", "Waiting gates") }));
         document.body.append(dockElement);
     }
     return dockElement;
@@ -149,11 +150,14 @@ function reconcileDock() {
 function describeDecision(detail) {
     const key = String(detail.node_id);
     const node = app.graph?.getNodeById?.(detail.node_id);
-    if (detail.route === null || detail.route === undefined) return "Last: cancelled";
+    if (detail.route === null || detail.route === undefined) return t("gate.lastCancelled", "Last: cancelled");
     const label = isGate(node) ? routeLabel(node, detail.route) : "";
-    let text = `Last: route ${detail.route}` + (label ? ` → ${label}` : "");
-    if (detail.published) text += ` · published to ${detail.published}`;
-    if (detail.publish_error) text += ` · publish failed: ${detail.publish_error}`;
+    let text = t("gate.lastRoute", "Last: route {route}", { route: detail.route })
+        + (label ? " " + t("gate.lastRouteTarget", "→ {label}", { label }) : "");
+    if (detail.published) text += " " + t("gate.lastPublished", "· published to {slot}", { slot: detail.published });
+    if (detail.publish_error) {
+        text += " " + t("gate.lastPublishFailed", "· publish failed: {error}", { error: detail.publish_error });
+    }
     lastDecisions.set(key, text);
     return text;
 }
@@ -245,12 +249,12 @@ async function answerPause(node, path, body) {
         if (ok) {
             dropPause(entry.token);
         } else if (status === 404 || status === 409) {
-            dropPause(entry.token, "that pause was already answered or has ended");
+            dropPause(entry.token, t("gate.alreadyAnswered", "that pause was already answered or has ended"));
         } else {
-            panel.setError(data.error ?? `the server answered ${status}`);
+            panel.setError(data.error ?? t("gate.serverAnswered", "the server answered {status}", { status }));
         }
     } catch (error) {
-        panel.setError(`could not reach the server: ${error.message ?? error}`);
+        panel.setError(t("gate.unreachable", "could not reach the server: {error}", { error: error.message ?? error }));
     } finally {
         if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
     }
@@ -426,7 +430,7 @@ function drawWaitingMarker(node, ctx, widgetY = 0) {
     ctx.textAlign = "center";
     ctx.textBaseline = "middle";
     ctx.font = `bold ${Math.round(Math.min(40, band * 0.38))}px sans-serif`;
-    ctx.fillText(LOW_ZOOM_MARKER, width / 2, top + band / 2, width - 32);
+    ctx.fillText(t("gate.lowZoomMarker", LOW_ZOOM_MARKER), width / 2, top + band / 2, width - 32);
     ctx.restore();
 }
 
