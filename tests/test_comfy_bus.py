@@ -184,7 +184,7 @@ def test_the_getter_can_publish_to_a_slot_of_its_own(server):
     source, copy = new_slot(), new_slot()
     publish(server, source, [0x202020])
     prompt_id = server.queue(gate_prompt(new_tag(), None, get_id=source, send_id=copy))
-    choose(server, pause_of(server, prompt_id)["token"], 2)
+    choose(server, pause_of(server, prompt_id)["token"], 1)  # route_1 publishes (send_on default)
     server.wait_done(prompt_id, SETTLE_SECONDS)
     assert np.array_equal(slot_pixels(server, copy, "image.png"), flat(0x202020))
 

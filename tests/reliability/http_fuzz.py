@@ -613,8 +613,14 @@ def run(target, *, gates: int, per_gate: int, seed_value: int = 1, strict: bool 
 
 def run_in_process(*, gates: int, per_gate: int, seed_value: int = 1, strict: bool = False,
                    oversize: bool = True) -> PartResult:
-    return run(InProcessTarget(), gates=gates, per_gate=per_gate, seed_value=seed_value, strict=strict,
-               oversize=oversize, title="HTTP fuzzing (pack handlers in a plain aiohttp app)")
+    # On a thread of its own: the browser tier's Playwright keeps an event loop running on the main
+    # thread for the whole session, and the in-process server needs to run loops of its own.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as worker:
+        return worker.submit(
+            lambda: run(InProcessTarget(), gates=gates, per_gate=per_gate, seed_value=seed_value, strict=strict,
+                        oversize=oversize, title="HTTP fuzzing (pack handlers in a plain aiohttp app)")).result()
 
 
 def run_comfy(server, *, gates: int, per_gate: int, seed_value: int = 1, strict: bool = False,
