@@ -17,6 +17,10 @@ Three PNG backends, all giving bit-identical pixels:
 - "pillow": everything through Pillow, as ComfyUI does.
 PNG_BACKEND (or the DATASETE_GATES_PNG_BACKEND environment variable) is "auto"
 (the best available), "stdlib" (as if `deflate` were missing) or "pillow".
+
+Every decode path applies one size rule before it allocates anything: an image may
+not declare more pixels than Pillow's decompression-bomb limit lets Pillow decode
+(see `oversize`), whichever backend reads it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import io
 import os
 import struct
 import threading
+import warnings
 import weakref
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -100,6 +105,109 @@ def _padded_layout(owner) -> tuple[int, int, int] | None:
 
 class ImagingError(ValueError):
     """A file or payload that is not the image or mask it should be."""
+
+
+class ImageTooLarge(ImagingError):
+    """An image that declares more pixels than the decompression-bomb limit allows; refused before decoding."""
+
+
+# --- the size rule -------------------------------------------------------------------------
+
+def pixel_limit() -> int | None:
+    """The most pixels any decode may produce: what Pillow still decodes, twice Image.MAX_IMAGE_PIXELS.
+
+    Read at every call, so raising Pillow's limit (the knob ComfyUI users already know) raises
+    ours. None when Pillow's limit is switched off.
+    """
+    maximum = Image.MAX_IMAGE_PIXELS
+    return None if maximum is None else 2 * int(maximum)
+
+
+def oversize(width: int, height: int, frames: int = 1) -> str | None:
+    """Why `frames` images of width x height may not be decoded, or None when they may.
+
+    The one rule of every decode path (our own PNG reader, Pillow, a mask payload, a slot's
+    manifest and its frames together): a small file can declare a huge canvas (a 656 kB PNG
+    can declare 15000x15000, 675 MB of pixels), so the declared size is checked first.
+    """
+    limit = pixel_limit()
+    pixels = int(width) * int(height) * int(frames)
+    if limit is None or pixels <= limit:
+        return None
+    size = f"{width}x{height}" + (f" x {frames} frames" if frames != 1 else "")
+    return (f"declares {size} = {pixels:,} pixels, over the limit of {limit:,} "
+            "(Pillow's decompression-bomb limit, 2 x PIL.Image.MAX_IMAGE_PIXELS)")
+
+
+def check_size(width: int, height: int, what: str, frames: int = 1) -> None:
+    """Raise ImageTooLarge naming `what` and its declared size when `oversize` refuses it."""
+    reason = oversize(width, height, frames)
+    if reason is not None:
+        raise ImageTooLarge(f"{what} {reason}")
+
+
+def png_size(data) -> tuple[int, int] | None:
+    """(width, height) an in-memory PNG declares in its IHDR, or None when it does not start like a PNG."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        return None
+    head = bytes(memoryview(data)[:24])
+    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    return struct.unpack_from(">II", head, 16)
+
+
+def declared_size(source, what: str = "the image") -> tuple[int, int] | None:
+    """(width, height) that `source` (bytes, a path or a binary file) declares, read from its header only.
+
+    PNG headers are read here; other formats by Pillow's lazy open, which reads no pixels.
+    Raises ImageTooLarge for a size over the limit; None when no image header can be read
+    (the decoder then says what is wrong).
+    """
+    size = png_size(_head(source))
+    if size is None:
+        try:
+            with _pillow_open(source, what) as img:
+                size = img.size
+        except ImageTooLarge:
+            raise
+        except (ImagingError, OSError):
+            return None
+    check_size(*size, what)
+    return size
+
+
+def _head(source) -> bytes:
+    """The first 24 bytes of a source, without moving a file object's position."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(memoryview(source)[:24])
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as handle:
+                return handle.read(24)
+        except OSError:
+            return b""  # the decoder reports a missing or unreadable file
+    if hasattr(source, "read") and hasattr(source, "seek"):
+        start = source.tell()
+        try:
+            return source.read(24)
+        finally:
+            source.seek(start)
+    return b""
+
+
+def _check_png_header(source, what: str) -> None:
+    """The size rule for a PNG, from its header, before any backend decodes it (other formats: _pillow_open)."""
+    size = png_size(_head(source))
+    if size is not None:
+        check_size(*size, what)
+
+
+def _source_name(source, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return "the image"
 
 
 def png_backend() -> str:
@@ -407,11 +515,12 @@ def _pil_from_array(pixels: np.ndarray) -> Image.Image:
 
 # --- decoding ------------------------------------------------------------------------------
 
-def _fast_png_decode(source) -> np.ndarray | None:
+def _fast_png_decode(source, what: str = "the image") -> np.ndarray | None:
     """(H,W,C) uint8 of a plain 8-bit PNG whose rows use filters None, Sub or Up; else None.
 
     Covers the files this pack writes. Anything else, and anything damaged, is
-    left to Pillow (None), which also gives the error message for a bad file.
+    left to Pillow (None), which also gives the error message for a bad file. A
+    size over the limit is ImageTooLarge, raised before anything is inflated.
     """
     if png_backend() != "libdeflate" or not isinstance(source, (bytes, bytearray, memoryview)):
         return None
@@ -443,8 +552,9 @@ def _fast_png_decode(source) -> np.ndarray | None:
     width, height, depth, color, compression, filtering, interlace = header
     if depth != 8 or color not in _CHANNELS or (compression, filtering, interlace) != (0, 0, 0):
         return None
-    if not (0 < width < 1 << 24 and 0 < height < 1 << 24):
+    if width == 0 or height == 0:
         return None
+    check_size(width, height, what)  # before libdeflate allocates height * (1 + row) bytes
     channels = _CHANNELS[color]
     row = width * channels
     expected = height * (1 + row)
@@ -480,17 +590,21 @@ def _unfilter(pixels: np.ndarray, filters: np.ndarray, channels: int) -> bool:
     return True
 
 
-def read_image_pixels(source) -> np.ndarray:
+def read_image_pixels(source, name: str | None = None) -> np.ndarray:
     """Any image file Pillow reads -> (H,W,3) or (H,W,4) uint8, EXIF orientation applied.
 
-    `source` is a path, bytes or a binary file object. Alpha is kept when present.
+    `source` is a path, bytes or a binary file object; `name` is what errors call it
+    (default: the path, or "the image"). Alpha is kept when present. A declared size
+    over the limit (see `oversize`) is ImageTooLarge, before any pixel is decoded.
     """
-    fast = _fast_png_decode(source)
+    what = _source_name(source, name)
+    _check_png_header(source, what)
+    fast = _fast_png_decode(source, what)
     if fast is not None:
         if fast.shape[2] == 1:
             return np.repeat(fast, 3, axis=2)  # gray -> RGB, as Pillow's convert("RGB")
         return fast
-    with _open_image(source) as img:
+    with _open_image(source, what) as img:
         img = ImageOps.exif_transpose(img)
         has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
         if img.mode in ("I", "I;16", "I;16B", "I;16L"):
@@ -498,12 +612,14 @@ def read_image_pixels(source) -> np.ndarray:
         return np.array(img.convert("RGBA" if has_alpha else "RGB"))
 
 
-def read_mask_pixels(source) -> np.ndarray:
-    """A mask file -> (H,W) uint8: its alpha channel when it has one, else its luminance."""
-    fast = _fast_png_decode(source)
+def read_mask_pixels(source, name: str | None = None) -> np.ndarray:
+    """A mask file -> (H,W) uint8: its alpha channel when it has one, else its luminance. Sizes as read_image_pixels."""
+    what = _source_name(source, name)
+    _check_png_header(source, what)
+    fast = _fast_png_decode(source, what)
     if fast is not None and fast.shape[2] in (1, 4):
         return fast[:, :, 0] if fast.shape[2] == 1 else fast[:, :, 3]
-    with _open_image(source) as img:
+    with _open_image(source, what) as img:
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             return np.array(img.convert("RGBA").getchannel("A"))
         if img.mode in ("I", "I;16", "I;16B", "I;16L"):
@@ -511,18 +627,37 @@ def read_mask_pixels(source) -> np.ndarray:
         return np.array(img.convert("L"))
 
 
-def _open_image(source) -> Image.Image:
-    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "payload"
+def _pillow_open(source, what: str) -> Image.Image:
+    """Image.open (header only), with Pillow's own bomb refusal and errors as ImagingError naming `what`."""
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
             source = io.BytesIO(source)
-        img = Image.open(source)
-        img.load()
-        return img
+        with warnings.catch_warnings():
+            # Pillow warns between its limit and twice it; the size rule here is the refusal above that.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(source)
     except FileNotFoundError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImagingError(f"cannot read image {name}: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"{what} is over Pillow's decompression-bomb limit: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImagingError(f"cannot read image {_payload(what)}: {exc}") from exc
+    check_size(*img.size, what)  # the same rule, should Pillow's own check ever differ
+    return img
+
+
+def _payload(what: str) -> str:
+    return "payload" if what == "the image" else what
+
+
+def _open_image(source, what: str) -> Image.Image:
+    img = _pillow_open(source, what)
+    try:
+        img.load()
+        return img
+    except (OSError, SyntaxError, ValueError) as exc:
+        img.close()
+        raise ImagingError(f"cannot read image {_payload(what)}: {exc}") from exc
 
 
 def _read_file(path) -> bytes:
@@ -588,7 +723,7 @@ def decode_mask_payload(payload, width: int, height: int) -> np.ndarray:
     if not raw.startswith(_PNG_SIGNATURE):
         raise ImagingError("mask is not a PNG (bad signature)")
     _check_mask_png(raw, width, height)
-    pixels = read_mask_pixels(raw)
+    pixels = read_mask_pixels(raw, "mask")
     if pixels.shape != (height, width):
         raise ImagingError(f"mask is {pixels.shape[1]}x{pixels.shape[0]}, the image is {width}x{height}")
     return pixels.astype(np.float32) / 255.0
@@ -601,6 +736,11 @@ def _check_mask_png(raw: bytes, width: int, height: int) -> None:
     process-wide while it loads images, which would let a cut-off upload decode as a silently
     half-empty mask. verify() checks every chunk's CRC and the IEND whatever that flag says.
     """
+    declared = png_size(raw)
+    if declared is not None:
+        check_size(*declared, "mask")
+        if declared != (width, height):
+            raise ImagingError(f"mask is {declared[0]}x{declared[1]}, the image is {width}x{height}")
     try:
         with Image.open(io.BytesIO(raw)) as probe:
             if probe.size != (width, height):
@@ -609,7 +749,8 @@ def _check_mask_png(raw: bytes, width: int, height: int) -> None:
     except ImagingError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImagingError(f"mask is far larger than the image ({width}x{height}): {exc}") from exc
+        raise ImageTooLarge(f"mask is over Pillow's decompression-bomb limit (expected {width}x{height}): "
+                            f"{exc}") from exc
     except Image.UnidentifiedImageError as exc:  # its message holds a "<_io.BytesIO object at 0x...>" repr
         raise ImagingError("mask PNG is truncated or corrupt: incomplete PNG header") from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
