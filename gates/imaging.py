@@ -5,12 +5,12 @@ its MASK a float tensor (batch, height, width). On disk both are 8-bit PNG; a
 mask is one channel where white is 1.0. No ComfyUI import here.
 
 Three PNG backends, all giving bit-identical pixels:
-- "libdeflate" (used when the optional `deflate` package is installed): the rows
+- "libdeflate" (the default: `deflate` is in requirements.txt): the rows
   are Up-filtered with numpy and compressed by libdeflate in one call. At the
   levels below it writes PNGs 3 to 7 times faster than Pillow, within 10% of
   Pillow's size at level 4 (see README, Performance). Our own files are read back
   by a numpy fast path; anything else goes to Pillow.
-- "stdlib" (without `deflate`): previews (levels 1-2) are Up-filtered with numpy
+- "stdlib" (where `deflate` has no wheel and did not install): previews (levels 1-2) are Up-filtered with numpy
   and compressed by Python's own zlib at level 2, 2.5x faster than Pillow level 1
   and smaller; the bus's level 4 and all reading go to Pillow, because zlib alone
   cannot stay within 10% of Pillow 4's size at a better speed.
@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps
 
-try:  # optional: the fast PNG backend
+try:  # the fast PNG backend: required, but a platform without a wheel must still work
     import deflate as _libdeflate
-except ImportError:  # pragma: no cover - exercised by forcing the Pillow backend
+except ImportError:  # pragma: no cover - exercised by forcing the other backends, and in a subprocess
     _libdeflate = None
 
 # Pillow zlib levels, as ComfyUI uses them: 1 for PreviewImage, 4 for SaveImage.

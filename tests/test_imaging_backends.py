@@ -223,6 +223,23 @@ def test_the_environment_variable_chooses_the_backend(name):
     assert done.stdout.strip() == name, done.stderr
 
 
+def test_without_the_deflate_package_the_pack_falls_back_and_round_trips(tmp_path):
+    """A platform where deflate has no wheel: the import fails, the stdlib and Pillow paths do the work."""
+    code = (
+        "import sys; sys.modules['deflate'] = None\n"
+        "import numpy as np\n"
+        "from gates import imaging\n"
+        "assert imaging._libdeflate is None, 'deflate still imported'\n"
+        "pixels = (np.arange(40 * 30 * 3) % 251).astype(np.uint8).reshape(40, 30, 3)\n"
+        "for level in (imaging.PREVIEW_COMPRESS_LEVEL, imaging.BUS_COMPRESS_LEVEL):\n"
+        "    assert np.array_equal(imaging.read_image_pixels(imaging.encode_png(pixels, level)), pixels)\n"
+        "print(imaging.png_backend())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)),
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "stdlib", done.stderr
+
+
 @pytest.mark.parametrize("height", [1, 2, 7, 15, 16, 17, 63, 64, 65, 100, 1000])
 def test_the_in_place_up_filter_is_the_png_up_filter_and_undoes_exactly(height):
     rng = np.random.default_rng(height)
