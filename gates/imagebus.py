@@ -50,7 +50,6 @@ from pathlib import Path
 from .constants import (
     SLOT_ID_PATTERN,
     SLOT_IMAGE,
-    SLOT_MASK,
     SLOT_STAGING_PREFIX,
 )
 
@@ -149,25 +148,6 @@ def bus_dir(base, bus_id) -> Path:
     st = _lstat(slot)
     if st is not None and _is_link(st):
         raise SlotIdError(f"slot {bus_id!r} is a symbolic link; slots must be real folders inside {root}")
-    return slot
-
-
-def image_path(base, bus_id) -> Path:
-    return bus_dir(base, bus_id) / SLOT_IMAGE
-
-
-def mask_path(base, bus_id) -> Path:
-    return bus_dir(base, bus_id) / SLOT_MASK
-
-
-def has(base, bus_id) -> bool:
-    """True if slot `bus_id` holds an image.png (whether it is readable is for the reader to say)."""
-    return _lstat(image_path(base, bus_id)) is not None
-
-
-def ensure_dir(base, bus_id) -> Path:
-    slot = bus_dir(base, bus_id)
-    slot.mkdir(parents=True, exist_ok=True)
     return slot
 
 

@@ -291,16 +291,6 @@ def uint8_to_image(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def frames_to_image(frames) -> torch.Tensor:
-    """A list of (H,W,C) uint8 frames of one size -> (B,H,W,C) float tensor, with no stacked uint8 copy."""
-    import torch
-
-    out = np.empty((len(frames),) + tuple(frames[0].shape), np.float32)
-    for index, frame in enumerate(frames):
-        np.divide(frame, _FLOAT_255, out=out[index])
-    return torch.from_numpy(out)
-
-
 # --- encoding ------------------------------------------------------------------------------
 
 def encode_png(pixels: np.ndarray, compress_level: int = BUS_COMPRESS_LEVEL) -> bytes:
@@ -658,49 +648,6 @@ def _open_image(source, what: str) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         img.close()
         raise ImagingError(f"cannot read image {_payload(what)}: {exc}") from exc
-
-
-def _read_file(path) -> bytes:
-    with open(os.fspath(path), "rb") as handle:
-        return handle.read()
-
-
-# --- files <-> tensors ---------------------------------------------------------------------
-
-def save_image_tensor(path, image: torch.Tensor, frame: int = 0,
-                      compress_level: int = BUS_COMPRESS_LEVEL) -> None:
-    """Write one frame of an IMAGE tensor as PNG (RGB, or RGBA when it has 4 channels)."""
-    write_png(os.fspath(path), image_to_uint8(image[frame:frame + 1] if image.ndim == 4 else image)[0],
-              compress_level)
-
-
-def save_mask_tensor(path, mask: torch.Tensor, frame: int = 0,
-                     compress_level: int = BUS_COMPRESS_LEVEL) -> None:
-    """Write one frame of a MASK tensor as an 8-bit grayscale PNG, white = 1.0."""
-    if mask.ndim == 3:
-        mask = mask[frame:frame + 1]
-        frame = 0
-    write_png(os.fspath(path), mask_to_uint8(mask)[frame], compress_level)
-
-
-def load_image_tensor(path) -> torch.Tensor:
-    """PNG -> (1,H,W,C) float tensor; C is 4 when the file has alpha, else 3."""
-    path = os.fspath(path)
-    return uint8_to_image(read_image_pixels(_read_file(path) if png_backend() == "libdeflate" else path)[None])
-
-
-def load_mask_tensor(path, height: int, width: int) -> torch.Tensor:
-    """Mask PNG -> (1,H,W) float tensor; zeros when `path` is None. The size must match."""
-    import torch
-
-    if path is None:
-        return torch.zeros((1, height, width), dtype=torch.float32)
-    path = os.fspath(path)
-    pixels = read_mask_pixels(_read_file(path) if png_backend() == "libdeflate" else path)
-    if pixels.shape != (height, width):
-        raise ImagingError(f"mask {path} is {pixels.shape[1]}x{pixels.shape[0]}, "
-                           f"expected {width}x{height}")
-    return uint8_to_image(pixels[None])
 
 
 def decode_mask_payload(payload, width: int, height: int) -> np.ndarray:

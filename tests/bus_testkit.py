@@ -78,3 +78,25 @@ def png_bomb(width: int = 15000, height: int = 15000, channels: int = 3, rows_pe
 
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color, 0, 0, 0))
             + chunk(b"IDAT", stream) + chunk(b"IEND", b""))
+
+
+def save_image(path, image: torch.Tensor) -> None:
+    """Frame 0 of an IMAGE tensor as a PNG, written the way a slot's files are."""
+    from gates import imaging
+
+    imaging.write_png(str(path), imaging.image_to_uint8(image)[0])
+
+
+def save_mask(path, mask: torch.Tensor) -> None:
+    from gates import imaging
+
+    imaging.write_png(str(path), imaging.mask_to_uint8(mask)[0])
+
+
+def slot_folder(base, bus_id: str) -> Path:
+    """A slot folder made by hand (as a person or another tool would), empty."""
+    from gates import imagebus
+
+    folder = imagebus.bus_dir(base, bus_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -138,7 +138,6 @@ def test_uint8_to_image_is_comfyuis_load_image_conversion_bit_for_bit(backend):
     pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
     expected = torch.from_numpy(pixels.astype(np.float32) / 255.0)
     assert torch.equal(imaging.uint8_to_image(pixels), expected)
-    assert torch.equal(imaging.frames_to_image([pixels[0], pixels[0]]), torch.cat([expected, expected]))
 
 
 def _pillow_png(pixels, **options) -> bytes:
