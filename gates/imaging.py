@@ -31,7 +31,6 @@ import io
 import os
 import struct
 import threading
-import warnings
 import weakref
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -622,10 +621,7 @@ def _pillow_open(source, what: str) -> Image.Image:
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
             source = io.BytesIO(source)
-        with warnings.catch_warnings():
-            # Pillow warns between its limit and twice it; the size rule here is the refusal above that.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(source)
+        img = Image.open(source)  # between its limit and twice it Pillow only warns, as in LoadImage
     except FileNotFoundError:
         raise
     except Image.DecompressionBombError as exc:
