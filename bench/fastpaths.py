@@ -9,7 +9,6 @@ import shutil
 import tempfile
 import tracemalloc
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -79,22 +78,7 @@ def run(quick: bool) -> list[dict]:
     if imaging._libdeflate is not None:
         add("fast PNG reader", lambda: imaging._fast_png_decode(data),
             lambda: np.array(Image.open(io.BytesIO(data)).convert("RGB")), "decode of the pack's own PNG")
-    # 5. The long-lived writer pool against a pool started per publish (a small frame and its mask).
-    small = imaging.image_to_uint8(photo_like(512, 512, 1, seed=8))
-    mask = imaging.mask_to_uint8(image[..., 0][:, :512, :512].contiguous())
-    folder = tempfile.mkdtemp(prefix="datasete-fastpaths-")
-    items = [(os.path.join(folder, "f.png"), small[0]), (os.path.join(folder, "m.png"), mask[0])]
-
-    def fresh_pool():
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for future in [pool.submit(imaging.write_png, path, pixels) for path, pixels in items]:
-                future.result()
-
-    try:
-        add("writer pool kept", lambda: imaging.write_pngs(items), fresh_pool, "512x512 frame + mask, 2 workers")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    # 6. list_ids' cache against the full scan it saves (names, then one check per folder).
+    # 5. list_ids' cache against the full scan it saves (names, then one check per folder).
     base = tempfile.mkdtemp(prefix="datasete-fastpaths-bus-")
     try:
         count = 200 if quick else 11_000
