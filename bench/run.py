@@ -14,7 +14,7 @@ import traceback
 from bench.common import COMFY_SKIP, Row, comfy_env, ms, size_label
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MEASUREMENTS = ("codecs", "preview", "publish_load", "resume", "list", "memory", "throughput")
+MEASUREMENTS = ("codecs", "preview", "publish_load", "resume", "list", "memory", "throughput", "fastpaths")
 
 
 def _size(entry) -> str:
@@ -42,7 +42,7 @@ def _load_rows(results, label) -> list[Row]:
 
 
 def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
-    from bench import bus, codecs, listing, memory, preview, resume, throughput
+    from bench import bus, codecs, fastpaths, listing, memory, preview, resume, throughput
     from gates import imaging
 
     comfy = comfy_env()
@@ -122,6 +122,11 @@ def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
                         f"{ms(phases['to_preview'])}, script's POST {ms(phases['choice'])}, POST to done "
                         f"{ms(phases['after_choice'])}", r["share"], "report (share of wall)", None, r))
 
+    def do_fastpaths():
+        for r in fastpaths.run(quick):
+            rows.append(Row("8 fast path", r["name"], ms(r["ours_s"]), f"{ms(r['plain_s'])} without it ({r['what']})",
+                            r["ratio"], "< 1.0x (else delete it)", r["ratio"] < 1.0, r))
+
     step("codecs", do_codecs)
     step("preview", do_preview)
     step("publish_load", do_bus)
@@ -129,6 +134,7 @@ def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
     step("list", do_list)
     step("memory", do_memory)
     step("throughput", do_throughput)
+    step("fastpaths", do_fastpaths)
     if comfy is None and "preview" in only:
         log("[bench] preview reference is a replica of PreviewImage's code path: " + COMFY_SKIP)
     return rows, extra

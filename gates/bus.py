@@ -195,7 +195,25 @@ def read_input_image(path: str) -> np.ndarray:
         raise CliError(EXIT_BAD_INPUT, f"cannot read image {path!r}: {_reason(exc)}") from exc
 
 
+def check_batch_size(paths: list[str]) -> None:
+    """Refuse a batch by its files' headers, before any is decoded: together they must pass the size rule."""
+    sizes = []
+    for path in paths:
+        try:
+            size = imaging.declared_size(path, "it")
+        except (imaging.ImagingError, OSError) as exc:
+            raise CliError(EXIT_BAD_INPUT, f"cannot read image {path!r}: {_reason(exc)}") from exc
+        if size is not None:  # else the decoder says what is wrong with the file
+            sizes.append(size)
+    if sizes:
+        width, height = max(sizes, key=lambda size: size[0] * size[1])
+        reason = imaging.oversize(width, height, len(paths))
+        if reason:
+            raise CliError(EXIT_BAD_INPUT, f"the batch of {len(paths)} images {reason.replace('declares', 'would be')}")
+
+
 def cmd_put(base: Path, args) -> int:
+    check_batch_size(args.images)
     frames = [read_input_image(path) for path in args.images]
     height, width = frames[0].shape[:2]
     for path, frame in zip(args.images[1:], frames[1:], strict=True):

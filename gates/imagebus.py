@@ -19,13 +19,22 @@ Safety rules, decided here once:
   one atomic exchange (renameat2 on Linux, renamex_np on macOS), so a reader
   sees the old slot or the new one, never a mix. A crash mid-publish leaves the
   old slot whole and a hidden staging folder that `sweep_staging` removes.
+- Where there is no atomic exchange (Windows, some network and FUSE file
+  systems) a publish holds the slot's lock (a hidden folder beside it) while it
+  moves the old slot aside and the new one in. A reader or a listing that finds
+  the slot missing while that lock is held waits for the swap instead of
+  answering "no slot".
 - A read pins one version of the slot (an open folder handle where the system
   has them, else a before/after identity check) and retries on the new version
   if a publish swapped it meanwhile.
+- Windows refuses to rename or delete a folder while any file in it is open (a
+  reader, a virus scanner, the indexer): every rename and removal on a slot path
+  retries that for a bounded time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -41,7 +50,6 @@ from pathlib import Path
 from .constants import (
     SLOT_ID_PATTERN,
     SLOT_IMAGE,
-    SLOT_MASK,
     SLOT_STAGING_PREFIX,
 )
 
@@ -54,6 +62,14 @@ _RESERVED_NAMES = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} | {
 READ_RETRIES = 64
 # Staging leftovers of a live process are kept this long; no publish takes an hour.
 STALE_STAGING_SECONDS = 3600
+# Without an atomic exchange: a swap holds the slot's lock for two renames (plus Windows retries).
+# A publisher waits this long for another's swap; a lock this old is taken to be stuck; a reader
+# that finds the slot missing waits this long for the swap in flight to put the new version in.
+LOCK_WAIT_SECONDS = 30.0
+LOCK_STALE_SECONDS = 60.0
+SWAP_WAIT_SECONDS = 5.0
+# How long a rename or removal is retried while Windows reports the folder in use.
+SHARING_RETRY_SECONDS = 2.0
 
 # Staging folders carry the pid and a tag unique to this process, so a restart
 # that happens to get the same pid (containers) still recognises old leftovers.
@@ -61,6 +77,9 @@ _PROCESS_TAG = secrets.token_hex(4)
 
 _WINDOWS = os.name == "nt"
 _FILE_ATTRIBUTE_REPARSE_POINT = 0x400
+# Only Windows reports a folder in use as PermissionError; elsewhere that error is final.
+_RETRY_SHARING = _WINDOWS
+_LOCK_PREFIX = SLOT_STAGING_PREFIX + "lock-"
 
 
 class SlotIdError(ValueError):
@@ -132,25 +151,6 @@ def bus_dir(base, bus_id) -> Path:
     return slot
 
 
-def image_path(base, bus_id) -> Path:
-    return bus_dir(base, bus_id) / SLOT_IMAGE
-
-
-def mask_path(base, bus_id) -> Path:
-    return bus_dir(base, bus_id) / SLOT_MASK
-
-
-def has(base, bus_id) -> bool:
-    """True if slot `bus_id` holds an image.png (whether it is readable is for the reader to say)."""
-    return _lstat(image_path(base, bus_id)) is not None
-
-
-def ensure_dir(base, bus_id) -> Path:
-    slot = bus_dir(base, bus_id)
-    slot.mkdir(parents=True, exist_ok=True)
-    return slot
-
-
 # list_ids keeps, per gate_bus folder, the names of its candidate folders and whether each
 # held an image.png when last checked.
 # - The names are reused while gate_bus's identity, mtime and link count are unchanged (any
@@ -205,6 +205,7 @@ def list_ids(base) -> list[str]:
     stamp = (before.st_dev, before.st_ino, before.st_mtime_ns, before.st_ctime_ns, before.st_nlink)
     with _listing_lock:
         listing = _listing_cache.get(key)
+        before_ids = listing.ids if listing is not None else None
         now = time.monotonic_ns()
         if listing is None or listing.stamp is None or listing.stamp != stamp:
             started = time.time_ns()
@@ -240,7 +241,15 @@ def list_ids(base) -> list[str]:
             listing.unknown.clear()
         if listing.ids is None:
             listing.ids = sorted(listing.id_set)
-        return list(listing.ids)
+        ids = listing.ids
+    if before_ids is None or ids is before_ids:
+        return list(ids)
+    # A slot swapped without an atomic exchange is missing for an instant: one that was listed and is
+    # missing now is only left out once it is really gone (see _confirm_missing).
+    kept = [bus_id for bus_id in set(before_ids).difference(ids)
+            if _lstat(Path(key, bus_id)) is None and not _confirm_missing(Path(key, bus_id))]
+    kept = _holding_an_image(key, kept) if kept else kept
+    return sorted(set(ids).union(kept)) if kept else list(ids)
 
 
 def _relisted(previous: _Listing | None, stamp, names: list[str], now: int) -> _Listing:
@@ -318,11 +327,12 @@ def _holding_an_image(base: str, candidates: list[str]) -> list[str]:
 def delete_id(base, bus_id) -> bool:
     """Remove a slot at once (readers see it whole or gone); True if it existed."""
     slot = bus_dir(base, bus_id)
-    if _lstat(slot) is None:
+    if _lstat(slot) is None and _lock_is_live(_lock_path(slot)) is not True:
         return False
     doomed = slot.parent / _staging_name(bus_id, "rm")
     try:
-        _rename_retrying(slot, doomed)
+        with _swap_lock(slot) if not _can_exchange(slot.parent) else contextlib.nullcontext():
+            _rename_retrying(slot, doomed)
     except FileNotFoundError:
         return False
     _remove(doomed)
@@ -361,11 +371,11 @@ def publish(base, bus_id, write_files: Callable[[Path], None]) -> Path:
     try:
         write_files(staging)
         _fsync_tree(staging)
-        _swap_in(staging, slot)
+        previous = _swap_in(staging, slot)
     except BaseException:
         _remove(staging)
         raise
-    _remove(staging)  # now holds the previous slot, if there was one
+    _remove(previous)
     _fsync_dir(root)
     return slot
 
@@ -375,16 +385,15 @@ def _remove(path: Path) -> None:
     st = _lstat(path)
     if st is None:
         return
-    if stat.S_ISDIR(st.st_mode) and not _is_link(st):
-        shutil.rmtree(path, ignore_errors=True)
-        return
     try:
-        if _WINDOWS and stat.S_ISDIR(st.st_mode):
-            os.rmdir(path)  # a junction: removes the link, not its target
+        if stat.S_ISDIR(st.st_mode) and not _is_link(st):
+            _retrying(shutil.rmtree, path)
+        elif _WINDOWS and stat.S_ISDIR(st.st_mode):
+            _retrying(os.rmdir, path)  # a junction: removes the link, not its target
         else:
-            os.unlink(path)
+            _retrying(os.unlink, path)
     except OSError:
-        pass
+        shutil.rmtree(path, ignore_errors=True)  # what is left is a leftover for sweep_staging
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -456,50 +465,189 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _rename_retrying(src: Path, dst: Path) -> None:
-    """os.rename, retried briefly on Windows, where a folder with a file open in it cannot be renamed."""
-    for attempt in range(40 if _WINDOWS else 1):
+def _retrying(action, *args):
+    """action(*args), retried with a growing pause for up to SHARING_RETRY_SECONDS while Windows reports a
+    file or folder in use (a sharing violation surfaces as PermissionError); elsewhere it runs once."""
+    deadline = None
+    pause = 0.005
+    while True:
         try:
-            os.rename(src, dst)
-            return
+            return action(*args)
         except PermissionError:
-            if not _WINDOWS or attempt == 39:
+            if not _RETRY_SHARING:
                 raise
-            time.sleep(0.05)
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + SHARING_RETRY_SECONDS
+            if now >= deadline:
+                raise
+            time.sleep(min(pause, deadline - now))
+            pause = min(pause * 2, 0.1)
 
 
-def _swap_in(staging: Path, slot: Path) -> None:
-    """Put `staging` in place of `slot`; afterwards `staging` holds the old slot (or nothing)."""
+def _rename_retrying(src: Path, dst: Path) -> None:
+    _retrying(os.rename, src, dst)
+
+
+def _occupied(exc: OSError) -> bool:
+    """A rename failed because its target exists (a non-empty folder on POSIX, anything on Windows)."""
+    return isinstance(exc, FileExistsError) or exc.errno in (errno.EEXIST, errno.ENOTEMPTY)
+
+
+# File systems (by device) found without an atomic exchange although the system has one.
+_no_exchange_devices: set[int] = set()
+
+
+def _can_exchange(root: Path) -> bool:
+    if _exchange_fn is None:
+        return False
+    try:
+        return os.stat(root).st_dev not in _no_exchange_devices
+    except OSError:
+        return True
+
+
+def _swap_in(staging: Path, slot: Path) -> Path:
+    """Put `staging` in place of `slot`; returns the path that now holds the previous slot (if any), to remove."""
+    if not _can_exchange(slot.parent):
+        with _swap_lock(slot):
+            return _swap_by_renames(staging, slot)
     for _ in range(READ_RETRIES):
         if _lstat(slot) is None:
             try:
-                os.rename(staging, slot)
-                return
+                _rename_retrying(staging, slot)
+                return staging
             except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EACCES) or _lstat(slot) is None:
+                if not (_occupied(exc) or exc.errno == errno.EACCES) or _lstat(slot) is None:
                     raise
                 continue  # another publisher created the slot first: exchange with it
         try:
             if _exchange(staging, slot):
-                return
+                return staging
         except FileNotFoundError:
             continue  # the slot was deleted meanwhile: rename into place
-        # No atomic exchange here: move the old slot aside, then the new one in. A reader in
-        # between sees no slot; a crash in between leaves the old slot under a name that
-        # sweep_staging renames back.
-        aside = slot.parent / _staging_name(slot.name, "old")
-        try:
-            _rename_retrying(slot, aside)
-        except FileNotFoundError:
-            continue
-        try:
-            os.rename(staging, slot)
+        try:  # this file system cannot exchange: every later publish on it takes the locked fallback
+            _no_exchange_devices.add(os.stat(slot.parent).st_dev)
         except OSError:
-            os.rename(aside, slot)
-            raise
-        os.rename(aside, staging)
-        return
+            pass
+        with _swap_lock(slot):
+            return _swap_by_renames(staging, slot)
     raise SlotError(f"slot {slot.name!r}: could not swap in the new files (too much contention)")
+
+
+def _swap_by_renames(staging: Path, slot: Path) -> Path:
+    """The swap without an atomic exchange, under the slot's lock: the old slot aside, the new one in.
+
+    Readers that find the slot missing between the two renames see the lock and wait. A crash in
+    between leaves the old slot under a name that sweep_staging renames back.
+    """
+    if _lstat(slot) is None:
+        _rename_retrying(staging, slot)
+        return staging
+    aside = slot.parent / _staging_name(slot.name, "old")
+    try:
+        _rename_retrying(slot, aside)
+    except FileNotFoundError:  # deleted meanwhile by a process that did not know this file system
+        _rename_retrying(staging, slot)
+        return staging
+    try:
+        _rename_retrying(staging, slot)
+    except OSError as exc:
+        if _occupied(exc) and _lstat(slot) is not None:
+            # A publisher that did not take the lock (it had not yet found that this file system has
+            # no exchange) put its version in the gap: that one is the newer, ours is dropped.
+            _remove(staging)
+            return aside
+        _rename_retrying(aside, slot)
+        raise
+    return aside
+
+
+# --- the slot lock (only where there is no atomic exchange) --------------------------------
+
+def _lock_path(slot: Path) -> Path:
+    return slot.parent / (_LOCK_PREFIX + slot.name)
+
+
+def _lock_is_live(marker: Path) -> bool | None:
+    """None: no lock; True: held by a live process; False: left by a dead one, or held implausibly long."""
+    try:
+        st = os.lstat(marker)
+        owners = os.listdir(marker)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        return True  # cannot tell: waits on it are bounded anyway
+    if time.time() - st.st_mtime > LOCK_STALE_SECONDS:
+        return False
+    for owner in owners:
+        pid, _, rest = owner.partition("-")
+        if pid.isdigit():
+            if int(pid) == os.getpid():
+                return rest.split("-", 1)[0] == _PROCESS_TAG  # else an earlier process that had our pid
+            return _process_alive(int(pid))
+    return True
+
+
+@contextlib.contextmanager
+def _swap_lock(slot: Path):
+    """Hold the slot's lock: its folder, named after the slot, holding a file named after its owner.
+
+    It is taken by renaming a ready-made folder (owner file inside) onto that name, which fails while
+    another holds it, on every system; so the owner is known from the instant the lock exists.
+    """
+    marker = _lock_path(slot)
+    ready = slot.parent / _staging_name(slot.name, "lk")
+    owner = f"{os.getpid()}-{_PROCESS_TAG}-{secrets.token_hex(4)}"
+    ready.mkdir()
+    try:
+        with open(ready / owner, "xb"):
+            pass
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        pause = 0.0005
+        while True:
+            try:
+                _rename_retrying(ready, marker)
+                break
+            except OSError as exc:
+                if not _occupied(exc):
+                    raise
+            live = _lock_is_live(marker)
+            if live is False:
+                _break_lock(slot, marker)
+            elif time.monotonic() > deadline:
+                raise SlotError(f"slot {slot.name!r}: another publish has held its lock ({marker.name}) "
+                                f"for over {LOCK_WAIT_SECONDS:g} s")
+            elif live:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)
+    except BaseException:
+        _remove(ready)
+        raise
+    try:
+        yield
+    finally:
+        if os.path.lexists(marker / owner):  # else it was broken as stuck meanwhile
+            doomed = slot.parent / _staging_name(slot.name, "rm")
+            try:
+                _rename_retrying(marker, doomed)
+                _remove(doomed)
+            except OSError:
+                pass  # a leftover for the next publisher (stale by then) or sweep_staging
+
+
+def _break_lock(slot: Path, marker: Path) -> None:
+    """Remove a lock left by a dead process; give it back if a live one took it in the meantime."""
+    doomed = slot.parent / _staging_name(slot.name, "rm")
+    try:
+        os.rename(marker, doomed)
+    except OSError:
+        return
+    if _lock_is_live(doomed):
+        with contextlib.suppress(OSError):
+            os.rename(doomed, marker)
+        return  # never remove a live lock; if it could not go back, it is a leftover for sweep_staging
+    _remove(doomed)
 
 
 # --- reading --------------------------------------------------------------------------
@@ -575,29 +723,68 @@ def read_slot(base, bus_id, read: Callable[[SlotReader], object]):
     not exist or is empty.
     """
     slot = bus_dir(base, bus_id)
-    for attempt in range(READ_RETRIES):
+    attempt, deadline = 0, None
+    while attempt < READ_RETRIES:
         _backoff(attempt)
-        if _DIR_FD_READS:
-            outcome = _read_pinned(slot, bus_id, read)
-        else:
-            outcome = _read_checked(slot, bus_id, read)
+        try:
+            if _DIR_FD_READS:
+                outcome = _read_pinned(slot, bus_id, read)
+            else:
+                outcome = _read_checked(slot, bus_id, read)
+        except _SlotMissing:
+            deadline = deadline or time.monotonic() + SWAP_WAIT_SECONDS
+            if time.monotonic() >= deadline or _confirm_missing(slot):
+                raise _not_found(bus_id, slot) from None
+            continue  # it was between the two renames of a swap without exchange: read the new version
         if outcome is not _CHANGED:
             return outcome
+        attempt += 1
     raise SlotError(f"slot {bus_id!r}: kept changing while being read")
+
+
+def _confirm_missing(slot: Path) -> bool:
+    """True when `slot` is really absent, False when it is there again (it was mid-swap).
+
+    Without an atomic exchange a publish moves the old slot aside before the new one in, holding the
+    slot's lock from before the first rename to after the second. So: wait while a live lock is held;
+    and where this process itself swaps without exchange, look once more while holding the lock, when
+    no swap can be between its renames. (A reader that cannot take the lock, say on a read-only
+    folder, answers from what it saw.)
+    """
+    if _lstat(slot) is not None:
+        return False
+    deadline = time.monotonic() + SWAP_WAIT_SECONDS
+    while _lock_is_live(_lock_path(slot)) and time.monotonic() < deadline:
+        time.sleep(0.0005)
+        if _lstat(slot) is not None:
+            return False
+    if _lstat(slot) is not None:
+        return False
+    if _can_exchange(slot.parent):
+        return True
+    try:
+        with _swap_lock(slot):
+            return _lstat(slot) is None
+    except OSError:
+        return True
 
 
 _CHANGED = object()
 
 
-def _not_found(bus_id: str, slot: Path) -> SlotNotFound:
-    return SlotNotFound(f"slot {bus_id!r} does not exist or is empty ({slot})")
+class _SlotMissing(SlotNotFound):
+    """The slot's folder is not there (as opposed to there and empty)."""
+
+
+def _not_found(bus_id: str, slot: Path, cls=SlotNotFound) -> SlotNotFound:
+    return cls(f"slot {bus_id!r} does not exist or is empty ({slot})")
 
 
 def _read_pinned(slot: Path, bus_id: str, read):
     try:
         fd = os.open(slot, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
-        raise _not_found(bus_id, slot) from None
+        raise _not_found(bus_id, slot, _SlotMissing) from None
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             st = _lstat(slot)
@@ -615,7 +802,7 @@ def _read_checked(slot: Path, bus_id: str, read):
     """Where folders cannot be held open: read by path and check that the folder stayed the same one."""
     before = _lstat(slot)
     if before is None:
-        raise _not_found(bus_id, slot)
+        raise _not_found(bus_id, slot, _SlotMissing)
     if _is_link(before):
         raise SlotIdError(f"slot {bus_id!r} is a symbolic link")
     if not stat.S_ISDIR(before.st_mode):
@@ -665,6 +852,11 @@ def sweep_staging(base) -> int:
         return 0
     now = time.time()
     for entry in entries:
+        if entry.name.startswith(_LOCK_PREFIX):
+            if _lock_is_live(Path(entry.path)) is False:  # its publish died; a live one is left alone
+                _remove(Path(entry.path))
+                handled += 1
+            continue
         parsed = _parse_staging_name(entry.name)
         if parsed is None:
             if entry.name.startswith(SLOT_STAGING_PREFIX):
@@ -683,7 +875,7 @@ def sweep_staging(base) -> int:
         path = Path(entry.path)
         if kind == "old" and is_valid_id(bus_id) and _lstat(root / bus_id) is None:
             try:
-                os.rename(path, root / bus_id)
+                _rename_retrying(path, root / bus_id)
                 handled += 1
                 continue
             except OSError:

@@ -5,18 +5,22 @@ its MASK a float tensor (batch, height, width). On disk both are 8-bit PNG; a
 mask is one channel where white is 1.0. No ComfyUI import here.
 
 Three PNG backends, all giving bit-identical pixels:
-- "libdeflate" (used when the optional `deflate` package is installed): the rows
+- "libdeflate" (the default: `deflate` is in requirements.txt): the rows
   are Up-filtered with numpy and compressed by libdeflate in one call. At the
   levels below it writes PNGs 3 to 7 times faster than Pillow, within 10% of
   Pillow's size at level 4 (see README, Performance). Our own files are read back
   by a numpy fast path; anything else goes to Pillow.
-- "stdlib" (without `deflate`): previews (levels 1-2) are Up-filtered with numpy
+- "stdlib" (where `deflate` has no wheel and did not install): previews (levels 1-2) are Up-filtered with numpy
   and compressed by Python's own zlib at level 2, 2.5x faster than Pillow level 1
   and smaller; the bus's level 4 and all reading go to Pillow, because zlib alone
   cannot stay within 10% of Pillow 4's size at a better speed.
 - "pillow": everything through Pillow, as ComfyUI does.
 PNG_BACKEND (or the DATASETE_GATES_PNG_BACKEND environment variable) is "auto"
 (the best available), "stdlib" (as if `deflate` were missing) or "pillow".
+
+Every decode path applies one size rule before it allocates anything: an image may
+not declare more pixels than Pillow's decompression-bomb limit lets Pillow decode
+(see `oversize`), whichever backend reads it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import binascii
 import io
 import os
 import struct
-import threading
 import weakref
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -35,9 +38,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps
 
-try:  # optional: the fast PNG backend
+try:  # the fast PNG backend: required, but a platform without a wheel must still work
     import deflate as _libdeflate
-except ImportError:  # pragma: no cover - exercised by forcing the Pillow backend
+except ImportError:  # pragma: no cover - exercised by forcing the other backends, and in a subprocess
     _libdeflate = None
 
 # Pillow zlib levels, as ComfyUI uses them: 1 for PreviewImage, 4 for SaveImage.
@@ -100,6 +103,109 @@ def _padded_layout(owner) -> tuple[int, int, int] | None:
 
 class ImagingError(ValueError):
     """A file or payload that is not the image or mask it should be."""
+
+
+class ImageTooLarge(ImagingError):
+    """An image that declares more pixels than the decompression-bomb limit allows; refused before decoding."""
+
+
+# --- the size rule -------------------------------------------------------------------------
+
+def pixel_limit() -> int | None:
+    """The most pixels any decode may produce: what Pillow still decodes, twice Image.MAX_IMAGE_PIXELS.
+
+    Read at every call, so raising Pillow's limit (the knob ComfyUI users already know) raises
+    ours. None when Pillow's limit is switched off.
+    """
+    maximum = Image.MAX_IMAGE_PIXELS
+    return None if maximum is None else 2 * int(maximum)
+
+
+def oversize(width: int, height: int, frames: int = 1) -> str | None:
+    """Why `frames` images of width x height may not be decoded, or None when they may.
+
+    The one rule of every decode path (our own PNG reader, Pillow, a mask payload, a slot's
+    manifest and its frames together): a small file can declare a huge canvas (a 656 kB PNG
+    can declare 15000x15000, 675 MB of pixels), so the declared size is checked first.
+    """
+    limit = pixel_limit()
+    pixels = int(width) * int(height) * int(frames)
+    if limit is None or pixels <= limit:
+        return None
+    size = f"{width}x{height}" + (f" x {frames} frames" if frames != 1 else "")
+    return (f"declares {size} = {pixels:,} pixels, over the limit of {limit:,} "
+            "(Pillow's decompression-bomb limit, 2 x PIL.Image.MAX_IMAGE_PIXELS)")
+
+
+def check_size(width: int, height: int, what: str, frames: int = 1) -> None:
+    """Raise ImageTooLarge naming `what` and its declared size when `oversize` refuses it."""
+    reason = oversize(width, height, frames)
+    if reason is not None:
+        raise ImageTooLarge(f"{what} {reason}")
+
+
+def png_size(data) -> tuple[int, int] | None:
+    """(width, height) an in-memory PNG declares in its IHDR, or None when it does not start like a PNG."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        return None
+    head = bytes(memoryview(data)[:24])
+    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    return struct.unpack_from(">II", head, 16)
+
+
+def declared_size(source, what: str = "the image") -> tuple[int, int] | None:
+    """(width, height) that `source` (bytes, a path or a binary file) declares, read from its header only.
+
+    PNG headers are read here; other formats by Pillow's lazy open, which reads no pixels.
+    Raises ImageTooLarge for a size over the limit; None when no image header can be read
+    (the decoder then says what is wrong).
+    """
+    size = png_size(_head(source))
+    if size is None:
+        try:
+            with _pillow_open(source, what) as img:
+                size = img.size
+        except ImageTooLarge:
+            raise
+        except (ImagingError, OSError):
+            return None
+    check_size(*size, what)
+    return size
+
+
+def _head(source) -> bytes:
+    """The first 24 bytes of a source, without moving a file object's position."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(memoryview(source)[:24])
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as handle:
+                return handle.read(24)
+        except OSError:
+            return b""  # the decoder reports a missing or unreadable file
+    if hasattr(source, "read") and hasattr(source, "seek"):
+        start = source.tell()
+        try:
+            return source.read(24)
+        finally:
+            source.seek(start)
+    return b""
+
+
+def _check_png_header(source, what: str) -> None:
+    """The size rule for a PNG, from its header, before any backend decodes it (other formats: _pillow_open)."""
+    size = png_size(_head(source))
+    if size is not None:
+        check_size(*size, what)
+
+
+def _source_name(source, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return "the image"
 
 
 def png_backend() -> str:
@@ -183,16 +289,6 @@ def uint8_to_image(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def frames_to_image(frames) -> torch.Tensor:
-    """A list of (H,W,C) uint8 frames of one size -> (B,H,W,C) float tensor, with no stacked uint8 copy."""
-    import torch
-
-    out = np.empty((len(frames),) + tuple(frames[0].shape), np.float32)
-    for index, frame in enumerate(frames):
-        np.divide(frame, _FLOAT_255, out=out[index])
-    return torch.from_numpy(out)
-
-
 # --- encoding ------------------------------------------------------------------------------
 
 def encode_png(pixels: np.ndarray, compress_level: int = BUS_COMPRESS_LEVEL) -> bytes:
@@ -232,31 +328,17 @@ def write_pngs(items, compress_level: int = BUS_COMPRESS_LEVEL, workers: int = 2
         for path, pixels in items:
             write_png(path, pixels, compress_level)
         return
-    # Largest first, so the small mask never waits behind the big frame on one worker.
+    # Largest first, so the small mask never waits behind the big frame on one worker. A pool per call:
+    # keeping one alive between publishes measured no faster (python -m bench --only fastpaths).
     items.sort(key=lambda item: -int(np.asarray(item[1]).size))
-    pool = _writer_pool(workers)
-    futures = [pool.submit(write_png, path, pixels, compress_level) for path, pixels in items]
-    try:
-        for future in futures:
-            future.result()
-    finally:
-        for future in futures:  # never return while a file of this call is still being written
-            future.cancel()
-            if not future.cancelled():
-                future.exception()
-
-
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
-
-
-def _writer_pool(workers: int) -> ThreadPoolExecutor:
-    """One long-lived pool per size: starting threads for every publish costs more than a small PNG."""
-    with _pools_lock:
-        pool = _pools.get(workers)
-        if pool is None:
-            pool = _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datasete-png")
-        return pool
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datasete-png") as pool:
+        futures = [pool.submit(write_png, path, pixels, compress_level) for path, pixels in items]
+        try:
+            for future in futures:
+                future.result()
+        finally:
+            for future in futures:  # on a failure, start no more files; leaving the pool waits for the rest
+                future.cancel()
 
 
 def _fast_png_parts(pixels: np.ndarray, compress, level: int) -> list:
@@ -407,11 +489,12 @@ def _pil_from_array(pixels: np.ndarray) -> Image.Image:
 
 # --- decoding ------------------------------------------------------------------------------
 
-def _fast_png_decode(source) -> np.ndarray | None:
+def _fast_png_decode(source, what: str = "the image") -> np.ndarray | None:
     """(H,W,C) uint8 of a plain 8-bit PNG whose rows use filters None, Sub or Up; else None.
 
     Covers the files this pack writes. Anything else, and anything damaged, is
-    left to Pillow (None), which also gives the error message for a bad file.
+    left to Pillow (None), which also gives the error message for a bad file. A
+    size over the limit is ImageTooLarge, raised before anything is inflated.
     """
     if png_backend() != "libdeflate" or not isinstance(source, (bytes, bytearray, memoryview)):
         return None
@@ -443,8 +526,9 @@ def _fast_png_decode(source) -> np.ndarray | None:
     width, height, depth, color, compression, filtering, interlace = header
     if depth != 8 or color not in _CHANNELS or (compression, filtering, interlace) != (0, 0, 0):
         return None
-    if not (0 < width < 1 << 24 and 0 < height < 1 << 24):
+    if width == 0 or height == 0:
         return None
+    check_size(width, height, what)  # before libdeflate allocates height * (1 + row) bytes
     channels = _CHANNELS[color]
     row = width * channels
     expected = height * (1 + row)
@@ -480,17 +564,21 @@ def _unfilter(pixels: np.ndarray, filters: np.ndarray, channels: int) -> bool:
     return True
 
 
-def read_image_pixels(source) -> np.ndarray:
+def read_image_pixels(source, name: str | None = None) -> np.ndarray:
     """Any image file Pillow reads -> (H,W,3) or (H,W,4) uint8, EXIF orientation applied.
 
-    `source` is a path, bytes or a binary file object. Alpha is kept when present.
+    `source` is a path, bytes or a binary file object; `name` is what errors call it
+    (default: the path, or "the image"). Alpha is kept when present. A declared size
+    over the limit (see `oversize`) is ImageTooLarge, before any pixel is decoded.
     """
-    fast = _fast_png_decode(source)
+    what = _source_name(source, name)
+    _check_png_header(source, what)
+    fast = _fast_png_decode(source, what)
     if fast is not None:
         if fast.shape[2] == 1:
             return np.repeat(fast, 3, axis=2)  # gray -> RGB, as Pillow's convert("RGB")
         return fast
-    with _open_image(source) as img:
+    with _open_image(source, what) as img:
         img = ImageOps.exif_transpose(img)
         has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
         if img.mode in ("I", "I;16", "I;16B", "I;16L"):
@@ -498,12 +586,14 @@ def read_image_pixels(source) -> np.ndarray:
         return np.array(img.convert("RGBA" if has_alpha else "RGB"))
 
 
-def read_mask_pixels(source) -> np.ndarray:
-    """A mask file -> (H,W) uint8: its alpha channel when it has one, else its luminance."""
-    fast = _fast_png_decode(source)
+def read_mask_pixels(source, name: str | None = None) -> np.ndarray:
+    """A mask file -> (H,W) uint8: its alpha channel when it has one, else its luminance. Sizes as read_image_pixels."""
+    what = _source_name(source, name)
+    _check_png_header(source, what)
+    fast = _fast_png_decode(source, what)
     if fast is not None and fast.shape[2] in (1, 4):
         return fast[:, :, 0] if fast.shape[2] == 1 else fast[:, :, 3]
-    with _open_image(source) as img:
+    with _open_image(source, what) as img:
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             return np.array(img.convert("RGBA").getchannel("A"))
         if img.mode in ("I", "I;16", "I;16B", "I;16L"):
@@ -511,61 +601,34 @@ def read_mask_pixels(source) -> np.ndarray:
         return np.array(img.convert("L"))
 
 
-def _open_image(source) -> Image.Image:
-    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "payload"
+def _pillow_open(source, what: str) -> Image.Image:
+    """Image.open (header only), with Pillow's own bomb refusal and errors as ImagingError naming `what`."""
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
             source = io.BytesIO(source)
-        img = Image.open(source)
-        img.load()
-        return img
+        img = Image.open(source)  # between its limit and twice it Pillow only warns, as in LoadImage
     except FileNotFoundError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImagingError(f"cannot read image {name}: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"{what} is over Pillow's decompression-bomb limit: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImagingError(f"cannot read image {_payload(what)}: {exc}") from exc
+    check_size(*img.size, what)  # the same rule, should Pillow's own check ever differ
+    return img
 
 
-def _read_file(path) -> bytes:
-    with open(os.fspath(path), "rb") as handle:
-        return handle.read()
+def _payload(what: str) -> str:
+    return "payload" if what == "the image" else what
 
 
-# --- files <-> tensors ---------------------------------------------------------------------
-
-def save_image_tensor(path, image: torch.Tensor, frame: int = 0,
-                      compress_level: int = BUS_COMPRESS_LEVEL) -> None:
-    """Write one frame of an IMAGE tensor as PNG (RGB, or RGBA when it has 4 channels)."""
-    write_png(os.fspath(path), image_to_uint8(image[frame:frame + 1] if image.ndim == 4 else image)[0],
-              compress_level)
-
-
-def save_mask_tensor(path, mask: torch.Tensor, frame: int = 0,
-                     compress_level: int = BUS_COMPRESS_LEVEL) -> None:
-    """Write one frame of a MASK tensor as an 8-bit grayscale PNG, white = 1.0."""
-    if mask.ndim == 3:
-        mask = mask[frame:frame + 1]
-        frame = 0
-    write_png(os.fspath(path), mask_to_uint8(mask)[frame], compress_level)
-
-
-def load_image_tensor(path) -> torch.Tensor:
-    """PNG -> (1,H,W,C) float tensor; C is 4 when the file has alpha, else 3."""
-    path = os.fspath(path)
-    return uint8_to_image(read_image_pixels(_read_file(path) if png_backend() == "libdeflate" else path)[None])
-
-
-def load_mask_tensor(path, height: int, width: int) -> torch.Tensor:
-    """Mask PNG -> (1,H,W) float tensor; zeros when `path` is None. The size must match."""
-    import torch
-
-    if path is None:
-        return torch.zeros((1, height, width), dtype=torch.float32)
-    path = os.fspath(path)
-    pixels = read_mask_pixels(_read_file(path) if png_backend() == "libdeflate" else path)
-    if pixels.shape != (height, width):
-        raise ImagingError(f"mask {path} is {pixels.shape[1]}x{pixels.shape[0]}, "
-                           f"expected {width}x{height}")
-    return uint8_to_image(pixels[None])
+def _open_image(source, what: str) -> Image.Image:
+    img = _pillow_open(source, what)
+    try:
+        img.load()
+        return img
+    except (OSError, SyntaxError, ValueError) as exc:
+        img.close()
+        raise ImagingError(f"cannot read image {_payload(what)}: {exc}") from exc
 
 
 def decode_mask_payload(payload, width: int, height: int) -> np.ndarray:
@@ -588,7 +651,7 @@ def decode_mask_payload(payload, width: int, height: int) -> np.ndarray:
     if not raw.startswith(_PNG_SIGNATURE):
         raise ImagingError("mask is not a PNG (bad signature)")
     _check_mask_png(raw, width, height)
-    pixels = read_mask_pixels(raw)
+    pixels = read_mask_pixels(raw, "mask")
     if pixels.shape != (height, width):
         raise ImagingError(f"mask is {pixels.shape[1]}x{pixels.shape[0]}, the image is {width}x{height}")
     return pixels.astype(np.float32) / 255.0
@@ -601,6 +664,11 @@ def _check_mask_png(raw: bytes, width: int, height: int) -> None:
     process-wide while it loads images, which would let a cut-off upload decode as a silently
     half-empty mask. verify() checks every chunk's CRC and the IEND whatever that flag says.
     """
+    declared = png_size(raw)
+    if declared is not None:
+        check_size(*declared, "mask")
+        if declared != (width, height):
+            raise ImagingError(f"mask is {declared[0]}x{declared[1]}, the image is {width}x{height}")
     try:
         with Image.open(io.BytesIO(raw)) as probe:
             if probe.size != (width, height):
@@ -609,7 +677,8 @@ def _check_mask_png(raw: bytes, width: int, height: int) -> None:
     except ImagingError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImagingError(f"mask is far larger than the image ({width}x{height}): {exc}") from exc
+        raise ImageTooLarge(f"mask is over Pillow's decompression-bomb limit (expected {width}x{height}): "
+                            f"{exc}") from exc
     except Image.UnidentifiedImageError as exc:  # its message holds a "<_io.BytesIO object at 0x...>" repr
         raise ImagingError("mask PNG is truncated or corrupt: incomplete PNG header") from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:

@@ -73,6 +73,9 @@ def bus_write(base, bus_id, frames: np.ndarray, masks: np.ndarray | None) -> dic
     batch, height, width, channels = (int(n) for n in frames.shape)
     if batch > MAX_SLOT_FRAMES:
         raise imagebus.SlotError(f"slot {bus_id!r}: {batch} frames is over the limit of {MAX_SLOT_FRAMES}")
+    too_large = imaging.oversize(width, height, batch)
+    if too_large:  # it could never be read back: refuse before anything is written
+        raise imagebus.SlotError(f"slot {bus_id!r}: cannot publish: the batch {too_large}")
     if masks is not None:
         masks = np.asarray(masks)
         if masks.ndim == 2:
@@ -150,17 +153,29 @@ def bus_read(base, bus_id, keep_data: bool = False) -> SlotContents:
         frames, masks = [], []
         for name in wanted + ([SLOT_MANIFEST] if manifest else []):
             contents.files[name] = reader.stat(name)
-        for index, name in enumerate(wanted):
+        # Every file's header is checked before any is decoded, so a slot decodes at most its
+        # manifest's (or image.png's) size per file, whichever file declares more.
+        size = (manifest["width"], manifest["height"]) if manifest else None
+        raws = []
+        for name in wanted:
             raw = reader.read_bytes(name)
             if keep_data:
                 contents.data[name] = raw
             try:
+                size = _check_declared_size(bus_id, name, raw, size, manifest is not None)
+            except imaging.ImageTooLarge as exc:
+                fail(str(exc))
+            raws.append(raw)
+        for index, (name, raw) in enumerate(zip(wanted, raws, strict=True)):
+            raws[index] = None  # each file's bytes go as soon as it is decoded
+            try:
                 if index < frame_count:
-                    frames.append(imaging.read_image_pixels(raw))
+                    frames.append(imaging.read_image_pixels(raw, name))
                 else:
-                    masks.append(imaging.read_mask_pixels(raw))
+                    masks.append(imaging.read_mask_pixels(raw, name))
             except imaging.ImagingError as exc:
                 fail(f"{name} is not a readable image ({exc})")
+            del raw
         if keep_data and manifest:
             contents.data[SLOT_MANIFEST] = reader.read_bytes(SLOT_MANIFEST)
         contents.frames, contents.masks = _check_pixels(bus_id, frames, masks, manifest)
@@ -172,6 +187,24 @@ def bus_read(base, bus_id, keep_data: bool = False) -> SlotContents:
         raise
     except OSError as exc:
         raise imagebus.SlotError(f"slot {bus_id!r} cannot be read: {exc}") from exc
+
+
+def _check_declared_size(bus_id, name, raw, expected, from_manifest: bool):
+    """The size `name` declares, refused before decoding when it is not the slot's size.
+
+    Every file of a slot has one size: the manifest's (whose frames x width x height has passed
+    the size rule), or image.png's. So a slot decodes at most that many pixels, however many
+    of its files declare a bigger canvas.
+    """
+    declared = imaging.declared_size(raw, name)
+    if declared is None or expected is None or declared == expected:
+        return expected or declared
+    width, height = declared
+    if name == SLOT_IMAGE and from_manifest:
+        raise imagebus.SlotError(f"slot {bus_id!r}: {SLOT_MANIFEST} says {expected[0]}x{expected[1]}, "
+                                 f"the frames are {width}x{height}")
+    raise imagebus.SlotError(f"slot {bus_id!r}: {name} is {width}x{height}, {SLOT_IMAGE} is "
+                             f"{expected[0]}x{expected[1]}")
 
 
 def _check_pixels(bus_id, frames, masks, manifest):
@@ -221,8 +254,11 @@ def _parse_manifest(raw: bytes, bus_id: str) -> dict:
         return value
 
     frames = whole("frames", 1, MAX_SLOT_FRAMES)
-    whole("width", 1, 1 << 20)
-    whole("height", 1, 1 << 20)
+    width = whole("width", 1, 1 << 20)
+    height = whole("height", 1, 1 << 20)
+    too_large = imaging.oversize(width, height, frames)
+    if too_large:
+        raise bad(too_large)
     if manifest.get("channels") not in (1, 3, 4):
         raise bad(f"channels must be 1, 3 or 4, got {manifest.get('channels')!r}")
     if "mask_frames" in manifest:

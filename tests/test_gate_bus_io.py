@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from bus_testkit import distinct_frames, snapshot, solid_frames, solid_mask
+from bus_testkit import distinct_frames, save_image, save_mask, slot_folder, snapshot, solid_frames, solid_mask
 from PIL import Image
 
 from gates import gates_compat, imagebus, imaging, pause, slots
@@ -127,9 +127,9 @@ def test_a_republish_with_fewer_frames_leaves_no_old_frames(tmp_path):
 
 def test_a_slot_in_the_plans_layout_still_loads(tmp_path):
     """image.png + mask.png and no slot.json, as the original plan wrote them: one frame."""
-    slot = imagebus.ensure_dir(tmp_path, "old")
-    imaging.save_image_tensor(slot / "image.png", solid_frames([90]))
-    imaging.save_mask_tensor(slot / "mask.png", solid_mask(255))
+    slot = slot_folder(tmp_path, "old")
+    save_image(slot / "image.png", solid_frames([90]))
+    save_mask(slot / "mask.png", solid_mask(255))
     image, mask = slots.bus_load(tmp_path, "old")
     assert image.shape == (1, 6, 5, 3) and torch.all(mask == 1.0)
     (slot / "mask.png").unlink()
@@ -174,12 +174,12 @@ CORRUPTIONS = {
     "garbage mask.png": (lambda s: (s / "mask.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage"),
                          "mask.png is not a readable image"),
     "empty mask.png": (lambda s: (s / "mask.png").write_bytes(b""), "mask.png is not a readable image"),
-    "mask of another size": (lambda s: imaging.save_mask_tensor(s / "mask.png", torch.ones((1, 3, 3))),
+    "mask of another size": (lambda s: save_mask(s / "mask.png", torch.ones((1, 3, 3))),
                              "mask.png is 3x3, image.png is 5x6"),
-    "frame of another size": (lambda s: imaging.save_image_tensor(s / "frame_0001.png", torch.ones((1, 2, 2, 3))),
+    "frame of another size": (lambda s: save_image(s / "frame_0001.png", torch.ones((1, 2, 2, 3))),
                               "frame_0001.png is 2x2"),
     "frame with other channels": (
-        lambda s: imaging.save_image_tensor(s / "frame_0001.png", torch.ones((1, 6, 5, 4))), "frame_0001.png"),
+        lambda s: save_image(s / "frame_0001.png", torch.ones((1, 6, 5, 4))), "frame_0001.png"),
     "frame missing": (lambda s: (s / "frame_0001.png").unlink(), "frame_0001.png is missing"),
     "mask missing": (lambda s: (s / "mask.png").unlink(), "mask.png is missing"),
     "image.png missing": (lambda s: (s / "image.png").unlink(), "image.png is missing"),
@@ -214,7 +214,7 @@ def test_an_unreadable_slot_fails_naming_the_slot(slot, corruption):
 
 
 def test_an_empty_or_absent_slot_is_not_found_and_resolves_to_nothing(tmp_path):
-    imagebus.ensure_dir(tmp_path, "empty")
+    slot_folder(tmp_path, "empty")
     for bus_id in ("empty", "absent"):
         with pytest.raises(imagebus.SlotNotFound, match=f"'{bus_id}'"):
             slots.bus_load(tmp_path, bus_id)
@@ -224,9 +224,9 @@ def test_an_empty_or_absent_slot_is_not_found_and_resolves_to_nothing(tmp_path):
 
 def test_list_ids_leaves_out_staging_empty_and_half_made_folders(tmp_path):
     slots.bus_save(tmp_path, "good", distinct_frames(1), None)
-    imagebus.ensure_dir(tmp_path, "empty")
+    slot_folder(tmp_path, "empty")
     (tmp_path / "only_mask").mkdir()
-    imaging.save_mask_tensor(tmp_path / "only_mask" / "mask.png", solid_mask(1))
+    save_mask(tmp_path / "only_mask" / "mask.png", solid_mask(1))
     (tmp_path / "dir_image" / "image.png").mkdir(parents=True)
     (tmp_path / "a_file").write_bytes(b"x")
     staging = tmp_path / imagebus._staging_name("good", "new")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from bus_testkit import HOSTILE_IDS, hostile_ids, snapshot, solid_frames, solid_mask
+from bus_testkit import HOSTILE_IDS, hostile_ids, save_image, snapshot, solid_frames, solid_mask
 
 from gates import bus, imagebus, server, slots
 from gates.nodes import image_gate
@@ -55,8 +55,6 @@ def test_every_entry_point_refuses_every_hostile_id_and_touches_nothing(tmp_path
     image, mask = solid_frames([1]), solid_mask(2)
     calls = {
         "bus_dir": lambda i: imagebus.bus_dir(area, i),
-        "has": lambda i: imagebus.has(area, i),
-        "ensure_dir": lambda i: imagebus.ensure_dir(area, i),
         "delete_id": lambda i: imagebus.delete_id(area, i),
         "publish": lambda i: imagebus.publish(area, i, lambda folder: (folder / "image.png").write_bytes(b"x")),
         "read_slot": lambda i: imagebus.read_slot(area, i, lambda reader: reader.names()),
@@ -131,7 +129,7 @@ def test_list_route_lists_only_valid_slots(tmp_path):
 @pytest.mark.parametrize("command", [["show"], ["rm"], ["export", "{out}"], ["put", "{image}"]])
 def test_cli_refuses_every_hostile_id_with_exit_3(tmp_path, area, capsys, command):
     image_file = tmp_path / "outside" / "in.png"
-    slots.imaging.save_image_tensor(image_file, solid_frames([5]))
+    save_image(image_file, solid_frames([5]))
     before = snapshot(tmp_path)
     for bus_id in hostile_ids(tmp_path):
         args = [part.replace("{out}", str(tmp_path / "export")).replace("{image}", str(image_file))
@@ -153,7 +151,7 @@ def test_cli_refuses_a_bad_id_even_without_an_input_folder(tmp_path, capsys):
 def test_cli_hostile_ids_reach_nothing_through_put_either(tmp_path, area, capsys):
     """put with an absolute path as id must not write the image next to that path."""
     image_file = tmp_path / "outside" / "in.png"
-    slots.imaging.save_image_tensor(image_file, solid_frames([5]))
+    save_image(image_file, solid_frames([5]))
     target = tmp_path / "outside" / "planted"
     assert bus.main(["--input-dir", str(area.parent), "put", "--", str(target), str(image_file)]) == bus.EXIT_BAD_ID
     assert not target.exists()
@@ -165,7 +163,6 @@ def test_bus_load_of_a_valid_but_absent_id_is_not_found_and_writes_nothing(tmp_p
     with pytest.raises(imagebus.SlotNotFound, match="'nothing_here'"):
         slots.bus_load(tmp_path / "gate_bus", "nothing_here")
     assert slots.resolve_source(tmp_path / "gate_bus", None, "nothing_here") == (None, None)
-    assert imagebus.has(tmp_path / "gate_bus", "nothing_here") is False
     assert snapshot(tmp_path) == before
 
 

@@ -138,7 +138,6 @@ def test_uint8_to_image_is_comfyuis_load_image_conversion_bit_for_bit(backend):
     pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
     expected = torch.from_numpy(pixels.astype(np.float32) / 255.0)
     assert torch.equal(imaging.uint8_to_image(pixels), expected)
-    assert torch.equal(imaging.frames_to_image([pixels[0], pixels[0]]), torch.cat([expected, expected]))
 
 
 def _pillow_png(pixels, **options) -> bytes:
@@ -221,6 +220,23 @@ def test_the_environment_variable_chooses_the_backend(name):
     done = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)), env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == name, done.stderr
+
+
+def test_without_the_deflate_package_the_pack_falls_back_and_round_trips(tmp_path):
+    """A platform where deflate has no wheel: the import fails, the stdlib and Pillow paths do the work."""
+    code = (
+        "import sys; sys.modules['deflate'] = None\n"
+        "import numpy as np\n"
+        "from gates import imaging\n"
+        "assert imaging._libdeflate is None, 'deflate still imported'\n"
+        "pixels = (np.arange(40 * 30 * 3) % 251).astype(np.uint8).reshape(40, 30, 3)\n"
+        "for level in (imaging.PREVIEW_COMPRESS_LEVEL, imaging.BUS_COMPRESS_LEVEL):\n"
+        "    assert np.array_equal(imaging.read_image_pixels(imaging.encode_png(pixels, level)), pixels)\n"
+        "print(imaging.png_backend())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)),
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "stdlib", done.stderr
 
 
 @pytest.mark.parametrize("height", [1, 2, 7, 15, 16, 17, 63, 64, 65, 100, 1000])

@@ -60,8 +60,18 @@ def check_read(contents) -> str:
     return ""
 
 
-def worker(role: str, writer: int, base: str, seconds: float, results) -> None:
+def force_fallback(exchange: bool, dir_fds: bool) -> None:
+    """In this process: swap without the atomic exchange, and read without folder handles (as on Windows)."""
+    if not exchange:
+        imagebus._exchange_fn = None
+    if not dir_fds:
+        imagebus._DIR_FD_READS = False
+
+
+def worker(role: str, writer: int, base: str, seconds: float, results, exchange: bool = True,
+           dir_fds: bool = True) -> None:
     """One publisher or reader, in a thread or a process; puts its tally on `results`."""
+    force_fallback(exchange, dir_fds)
     tally = {"role": role, "publishes": 0, "reads": 0, "inconsistent": 0, "failed": 0, "list_misses": 0,
              "notes": []}
     deadline = time.monotonic() + seconds
@@ -90,19 +100,28 @@ def worker(role: str, writer: int, base: str, seconds: float, results) -> None:
     results.put(tally)
 
 
-def run(*, seconds: float, threads: int = 2, processes: int = 2) -> PartResult:
-    """`threads` publishers and `threads` readers in this process, `processes` of each as processes."""
-    result = PartResult("4", "Concurrency on one slot")
+def run(*, seconds: float, threads: int = 2, processes: int = 2, exchange: bool = True,
+        dir_fds: bool = True) -> PartResult:
+    """`threads` publishers and `threads` readers in this process, `processes` of each as processes.
+
+    exchange=False forces the swap without an atomic exchange, dir_fds=False reads without folder handles
+    (both False: what Windows does), in every worker.
+    """
+    mode = "" if exchange and dir_fds else (" (no atomic exchange" + ("" if dir_fds else ", no folder handles") + ")")
+    result = PartResult("4", "Concurrency on one slot" + mode)
     work = Path(tempfile.mkdtemp(prefix="datasete-concurrency-"))
     base = str(work / "gate_bus")
+    saved = (imagebus._exchange_fn, imagebus._DIR_FD_READS)
     with timed(result):
         try:
+            force_fallback(exchange, dir_fds)  # the threads run in this process
             pixels, masks = make_publish(250, 1)
             slots.bus_write(base, SLOT, pixels, masks)
             context = multiprocessing.get_context("spawn")
             process_results = context.Queue()
             thread_results = _ThreadQueue()
-            children = [context.Process(target=worker, args=(role, 100 + n, base, seconds, process_results))
+            children = [context.Process(target=worker, args=(role, 100 + n, base, seconds, process_results,
+                                                             exchange, dir_fds))
                         for n in range(processes) for role in ("publisher", "reader")]
             for child in children:
                 child.start()
@@ -119,6 +138,7 @@ def run(*, seconds: float, threads: int = 2, processes: int = 2) -> PartResult:
             tallies += thread_results.items
             leftovers = [name for name in os.listdir(base) if name != SLOT]
         finally:
+            imagebus._exchange_fn, imagebus._DIR_FD_READS = saved
             shutil.rmtree(work, ignore_errors=True)
     total = {key: sum(t[key] for t in tallies) for key in ("publishes", "reads", "inconsistent", "failed",
                                                              "list_misses")}

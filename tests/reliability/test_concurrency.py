@@ -41,10 +41,18 @@ def test_the_check_sees_a_slot_replaced_file_by_file(tmp_path):
     assert tally["inconsistent"] + tally["failed"] > 0, tally
 
 
-def test_publishers_and_readers_light():
-    concurrency.run(seconds=3, threads=2, processes=1).assert_passed()
+# The atomic exchange; no exchange (network and FUSE file systems); neither exchange nor folder handles (Windows).
+MODES = {"exchange": (True, True), "no exchange": (False, True), "windows-like": (False, False)}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_publishers_and_readers_light(mode):
+    exchange, dir_fds = MODES[mode]
+    concurrency.run(seconds=3, threads=2, processes=1, exchange=exchange, dir_fds=dir_fds).assert_passed()
 
 
 @pytest.mark.heavy
-def test_publishers_and_readers_for_a_minute():
-    concurrency.run(seconds=60, threads=2, processes=2).assert_passed()
+@pytest.mark.parametrize("mode", MODES)
+def test_publishers_and_readers_for_a_minute(mode):
+    exchange, dir_fds = MODES[mode]
+    concurrency.run(seconds=60, threads=2, processes=2, exchange=exchange, dir_fds=dir_fds).assert_passed()
