@@ -242,14 +242,55 @@ def list_ids(base) -> list[str]:
         if listing.ids is None:
             listing.ids = sorted(listing.id_set)
         ids = listing.ids
-    if before_ids is None or ids is before_ids:
-        return list(ids)
     # A slot swapped without an atomic exchange is missing for an instant: one that was listed and is
-    # missing now is only left out once it is really gone (see _confirm_missing).
-    kept = [bus_id for bus_id in set(before_ids).difference(ids)
-            if _lstat(Path(key, bus_id)) is None and not _confirm_missing(Path(key, bus_id))]
-    kept = _holding_an_image(key, kept) if kept else kept
-    return sorted(set(ids).union(kept)) if kept else list(ids)
+    # missing now is only left out once it is really gone (see _confirm_missing); so is one whose swap
+    # is in flight (its lock is there), which a first listing or a cache that looked mid-swap cannot know.
+    doubtful = set() if before_ids is None or ids is before_ids else set(before_ids).difference(ids)
+    if not _can_exchange(Path(key)):
+        doubtful |= _mid_swap(key).difference(ids)
+    kept = [bus_id for bus_id in sorted(doubtful) if _still_a_slot(key, bus_id)]
+    if not kept:
+        return list(ids)
+    with _listing_lock:
+        # The cache saw the slot between two renames: put it back, or the next call, comparing against
+        # a cache that forgot it, would leave it out without looking.
+        listing = _listing_cache.get(key)
+        if listing is not None:
+            for bus_id in kept:
+                listing.holds[bus_id] = True
+                listing.id_set.add(bus_id)
+            listing.ids = None
+    return sorted(set(ids).union(kept))
+
+
+def _mid_swap(key: str) -> set[str]:
+    """Ids whose swap lock is in the folder: a publish without exchange may be between its renames."""
+    try:
+        with os.scandir(key) as entries:
+            names = [entry.name[len(_LOCK_PREFIX):] for entry in entries if entry.name.startswith(_LOCK_PREFIX)]
+    except OSError:
+        return set()
+    return {name for name in names if is_valid_id(name)}
+
+
+def _still_a_slot(key: str, bus_id: str) -> bool:
+    """A slot listed before and not now: gone (deleted, emptied by hand) or caught between two renames.
+
+    A swap without exchange only ever shows the slot whole or not at all, so a folder that is there
+    without an image was emptied by hand, and one that is missing is waited for (_confirm_missing).
+    Each look can meet the next swap of a publish loop, hence a few rounds.
+    """
+    slot = Path(key, bus_id)
+    for _ in range(4):
+        if _lstat(slot) is None:
+            if _confirm_missing(slot):
+                return False
+            continue  # it came back: look at what it holds
+        if _holding_an_image(key, [bus_id]):
+            return True
+        if _lstat(slot) is not None:
+            return False  # there, and no image in it
+    return True  # in and out on every look: a slot being published over and over
 
 
 def _relisted(previous: _Listing | None, stamp, names: list[str], now: int) -> _Listing:
