@@ -189,6 +189,7 @@ class _Tentative:
     folder: str
     recursive: bool
     count: int
+    index: int         # of the image handed out last
 
 
 class Walks:
@@ -198,6 +199,8 @@ class Walks:
         self._lock = threading.Lock()
         self._tentative: dict[str, dict[str, _Tentative]] = {}
         self.warned = False
+        # Told of every committed position (the node broadcasts it, so open pages show the new place).
+        self.notify = None
 
     def current(self, store: PositionStore, key: str, prompt_id: str | None) -> Position:
         """The position a run of `prompt_id` walks from: its own tentative one if it walked here already."""
@@ -206,7 +209,7 @@ class Walks:
         return tentative.new if tentative is not None else store.read(key)
 
     def hand_out(self, store: PositionStore, key: str, base: Position, new: Position, prompt_id: str | None, *,
-                 folder: str, recursive: bool, count: int, deferred: bool = True) -> bool:
+                 folder: str, recursive: bool, count: int, index: int = -1, deferred: bool = True) -> bool:
         """Note that a run handed out the image at `new`; True if it waits for the prompt to succeed.
 
         Without a prompt id, or when the completion hook is not installed (`deferred` False), it is
@@ -218,7 +221,7 @@ class Walks:
         with self._lock:
             walked = self._tentative.setdefault(prompt_id, {})
             earlier = walked.get(key)
-            walked[key] = _Tentative(store, earlier.base if earlier else base, new, folder, recursive, count)
+            walked[key] = _Tentative(store, earlier.base if earlier else base, new, folder, recursive, count, index)
         return True
 
     def skip(self, store: PositionStore, key: str, base: Position, new: Position, prompt_id: str | None, *,
@@ -242,9 +245,24 @@ class Walks:
                     if entry.store.compare_and_write(key, entry.base, entry.new, folder=entry.folder,
                                                      recursive=entry.recursive, count=entry.count):
                         written += 1
+                        self._notify(entry)
                 except OSError:
                     log.exception("Image Folder Loader: could not save the walk position of %r", entry.folder)
         return written
+
+    def _notify(self, entry: _Tentative) -> None:
+        if self.notify is None:
+            return
+        after = entry.index + 1
+        state = "done" if after >= entry.count else "next"
+        try:
+            self.notify({"node_id": None, "committed": True, "folder": entry.folder,
+                         "include_subfolders": entry.recursive, "last": entry.new.last, "count": entry.count,
+                         "handed_out": after, "next_index": None if state == "done" else after,
+                         "remaining": max(0, entry.count - after), "done": state == "done", "state": state,
+                         "text": status_text(state, after, entry.count)})
+        except Exception:  # noqa: BLE001 - telling the pages is a courtesy; the commit is done
+            log.exception("Image Folder Loader: could not announce the new walk position")
 
     def pending(self, prompt_id: str) -> dict:
         with self._lock:

@@ -104,8 +104,11 @@ def test_next_walks_every_image_in_natural_order_then_blocks_and_says_done(fake,
         result = run_next(fake, node, f"p{run}")
         assert_is(picture, result, run)
         seen.append(picture.name)
-        status = fake.events_of(EVENT_LOADER)[-1]
+        *_, status, committed = fake.events_of(EVENT_LOADER)
         assert status["text"] == f"{run + 1} of 30" and status["state"] == "item" and status["node_id"] is None
+        # Then the prompt succeeded and the new place was announced to open pages.
+        assert committed["committed"] is True and committed["folder"] == FOLDER
+        assert committed["text"] == (f"next: {run + 2} of 30" if run < 29 else "done: 30 of 30")
         assert result["ui"]["datasete_loader"][0]["text"] == f"{run + 1} of 30"
     assert seen[:3] == ["1.png", "2.jpg", "3.webp"] and "10.webp" in seen and len(seen) == 29
     for _ in range(2):

@@ -183,14 +183,14 @@ async function reset(node) {
     }
 }
 
-/** A loader ran (its own status), or a walk was reset (every node on that folder). */
+/** A loader ran (its own status), or a walk was reset or moved on (every node on that folder). */
 function onLoaderEvent(detail) {
     if (!detail) return;
     const key = stateKey(detail.folder, detail.include_subfolders);
     for (const node of loaderNodes()) {
         const panel = panels.get(node);
         const mine = detail.node_id !== null && detail.node_id !== undefined && String(detail.node_id) === String(node.id);
-        if (mine || (detail.reset && panel.folderKey === key)) {
+        if (mine || ((detail.reset || detail.committed) && panel.folderKey === key)) {
             if (mine) panel.folderKey = key;
             panel.show(detail.state === "item" || detail.state === "all" ? "loaded" : detail.state, detail.text);
         }
@@ -260,7 +260,8 @@ app.registerExtension({
     async setup() {
         loadStyles();
         api.addEventListener(EVENT_LOADER, ({ detail }) => onLoaderEvent(detail));
-        // A run that failed or was cancelled did not move the walk: show where it stands now.
+        // A run that failed or was cancelled did not move the walk: show where it stands now. (A run
+        // that succeeded moved it: the server says so with a `committed` loader event.)
         for (const type of ["reconnected", "execution_error", "execution_interrupted"]) {
             api.addEventListener(type, () => {
                 for (const node of loaderNodes()) refreshState(node, 0);

@@ -156,7 +156,7 @@ class TextPanel {
         this.element.dataset.state = "waiting";
         this.element.dataset.token = entry.token;
         if (same) return;
-        this.busy = false;
+        this.setBusy(false);
         this.confirming = false;
         this.original = entry.text ?? "";
         this.pattern = triggerPattern(entry.trigger);
@@ -188,7 +188,7 @@ class TextPanel {
 
     showIdle(note = "") {
         this.entry = null;
-        this.busy = false;
+        this.setBusy(false);
         this.confirming = false;
         this.element.dataset.state = "idle";
         delete this.element.dataset.token;
@@ -221,8 +221,7 @@ class TextPanel {
         }
         if (this.triggerMissing(text) && !this.confirming) {
             this.confirming = true;
-            this.#setButtons();
-            this.setError("");
+            this.#setButtons(); // and the warning in the status line
             return; // the warning shows; a second Approve (or Ctrl+Enter) goes ahead without the trigger
         }
         this.hooks.onApprove(text);
@@ -244,6 +243,7 @@ class TextPanel {
         if (this.confirming) {
             this.confirming = false;
             this.#setButtons();
+            this.setError("");
         }
         this.#showTrigger(value);
         this.#paintBackdrop(value);
@@ -312,6 +312,10 @@ function syncNode(node, note = "") {
     node.setDirtyCanvas?.(true, true);
     keepVisibleSoon(panel.element, () => ({
         wanted: panel.waiting, title: `${node.title ?? "Text Gate"} #${node.id}`, size: [NODE_WIDTH, 420] }));
+}
+
+function syncAll() {
+    for (const node of textGateNodes()) syncNode(node);
 }
 
 async function answer(node, path, body, doneNote) {

@@ -131,6 +131,7 @@ class ImageFolderLoader:
 
         # next
         walks = loader.WALKS
+        walks.notify = lambda status: comfy.broadcast(EVENT_LOADER, status)
         queue = comfy.prompt_queue()
         deferred = queue is not None and loader.install_commit_hook(queue, walks)
         store = loader.position_store(comfy.user_directory())
@@ -151,7 +152,7 @@ class ImageFolderLoader:
                 "it was the last image"
             raise loader.LoaderError(f"{exc} (skipped: {after}; Reset on the loader walks the folder again)") from None
         walks.hand_out(store, state_key, base, moved, prompt_id, folder=key, recursive=recursive, count=count,
-                       deferred=deferred)
+                       index=at, deferred=deferred)
         return {"ui": report("item", at, item), "result": outputs([loaded])}
 
 
