@@ -261,13 +261,46 @@ def list_images(folder, recursive: bool = False) -> Listing:
         if cached is not None and cached.stamps is not None and _unchanged(cached.stamps):
             return cached.listing
     paths, stamps, settled = _scan(folder, recursive)
-    ordered = natural_sorted(paths)
-    listing = Listing(os.fspath(folder), tuple(ordered), tuple(path_key(p) for p in ordered))
+    listing = _relisted(cached.listing if cached is not None else None, os.fspath(folder), paths)
     with _listing_lock:
         if len(_listing_cache) >= _LISTING_CACHE_MAX and cache_key not in _listing_cache:
             _listing_cache.pop(next(iter(_listing_cache)))
         _listing_cache[cache_key] = _Cached(listing, stamps if settled else None)
     return listing
+
+
+# Up to this many images added or removed since the last listing are merged into it; more: sort anew.
+_MERGE_LIMIT = 256
+
+
+def _relisted(previous: Listing | None, folder: str, paths: list[str]) -> Listing:
+    """The listing of `paths`, reusing what `previous` knew.
+
+    A folder changes far more often than its images do (every caption saved beside them renames a
+    file into it): when the images are the same, the previous listing is kept as it is; a few added
+    or removed ones are merged in; only a folder that changed a lot is sorted again.
+    """
+    if previous is None:
+        ordered = natural_sorted(paths)
+        return Listing(folder, tuple(ordered), tuple(path_key(p) for p in ordered))
+    now, before = set(paths), set(previous.paths)
+    if now == before:
+        return previous
+    added, removed = now - before, before - now
+    if len(added) + len(removed) > max(_MERGE_LIMIT, len(paths) // 20):
+        ordered = natural_sorted(paths)
+        return Listing(folder, tuple(ordered), tuple(path_key(p) for p in ordered))
+    keys, kept = [], []
+    for key, path in zip(previous.keys, previous.paths, strict=True):
+        if path not in removed:
+            keys.append(key)
+            kept.append(path)
+    for path in added:
+        key = path_key(path)
+        at = bisect.bisect_right(keys, key)
+        keys.insert(at, key)
+        kept.insert(at, path)
+    return Listing(folder, tuple(kept), tuple(keys))
 
 
 def listing_fingerprint(folder, recursive: bool = False) -> tuple:

@@ -120,10 +120,24 @@ def test_a_listing_is_reused_while_the_folder_is_unchanged_and_redone_when_it_ch
     assert folders.list_images(tmp_path).paths == ("2.png", "3.png")
 
 
-def test_a_listing_made_in_the_same_tick_as_a_change_is_not_trusted(tmp_path):
+def counting_scans(monkeypatch) -> list:
+    scans = []
+    real = folders._scan
+
+    def scan(folder, recursive):
+        scans.append(folder)
+        return real(folder, recursive)
+
+    monkeypatch.setattr(folders, "_scan", scan)
+    return scans
+
+
+def test_a_listing_made_in_the_same_tick_as_a_change_is_not_trusted(tmp_path, monkeypatch):
+    scans = counting_scans(monkeypatch)
     populate(tmp_path, ["1.png"])
-    first = folders.list_images(tmp_path)  # the folder was just written: its mtime is too fresh to trust
-    assert folders.list_images(tmp_path) is not first
+    folders.list_images(tmp_path)  # the folder was just written: its mtime is too fresh to trust
+    folders.list_images(tmp_path)
+    assert len(scans) == 2
     # A file added with the folder's mtime put back (as within one timestamp tick) is still seen.
     st = os.stat(tmp_path)
     (tmp_path / "2.png").write_bytes(b"")
@@ -281,3 +295,23 @@ def test_sweep_removes_the_scratch_of_a_dead_writer_only(tmp_path):
     old = time.time() - folders.STALE_SCRATCH_SECONDS - 10
     os.utime(live, (old, old))
     assert folders.sweep_scratch(target) == 1 and not live.exists()
+
+
+def test_a_changed_folder_with_the_same_images_keeps_its_listing_and_few_changes_are_merged(tmp_path, monkeypatch):
+    names = [f"{i}.png" for i in range(1, 400)]
+    populate(tmp_path, names)
+    mtime_settle(tmp_path)
+    first = folders.list_images(tmp_path)
+    # A caption saved beside the images changes the folder, not its images: the same listing comes back.
+    (tmp_path / "7.txt").write_text("a caption")
+    mtime_settle(tmp_path)
+    assert folders.list_images(tmp_path) is first
+    # A few images added and removed are merged in order, as a full sort would put them.
+    for name in ("0.png", "150b.png", "1000.png", "img.png"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "3.png").unlink()
+    mtime_settle(tmp_path)
+    merged = folders.list_images(tmp_path)
+    expected = folders.natural_sorted([n for n in names if n != "3.png"] + ["0.png", "150b.png", "1000.png", "img.png"])
+    assert list(merged.paths) == expected
+    assert list(merged.keys) == [folders.path_key(p) for p in expected]
