@@ -50,13 +50,15 @@ def server(browser_server):
 # --- helpers -------------------------------------------------------------------------------
 
 def new_dataset(server) -> str:
-    """datasets/bt_<id>: 1.png with a BOM + CRLF caption, 2.png without one."""
+    """datasets/bt_<id>: 1.png with a BOM + CRLF caption, 2.png without one, 3.png with CRLF line ends."""
     folder = f"datasets/bt_{uuid.uuid4().hex[:8]}"
     path = server.input_dir / folder
     path.mkdir(parents=True)
     Image.new("RGB", (320, 200), (200, 120, 40)).save(path / "1.png")
     (path / "1.txt").write_bytes(BOM + FIRST_CAPTION.encode() + b"\r\n")
     Image.new("RGB", (120, 180), (40, 120, 200)).save(path / "2.png")
+    Image.new("RGB", (64, 64), (90, 200, 90)).save(path / "3.png")
+    (path / "3.txt").write_bytes(b"line one\r\nline two")
     return folder
 
 
@@ -205,7 +207,7 @@ def test_edit_a_caption_with_the_keyboard_and_approve_writes_it_byte_for_byte(se
         assert png.size == (320, 200)
     assert server.queue_remaining() == 0
     page.wait_for_function("id => document.querySelector(`.dsg-loader[data-node-id='${id}'] .dsg-loader-status`)"
-                           ".textContent === 'next: 2 of 2'", arg=LOADER, timeout=15_000)
+                           ".textContent === 'next: 2 of 3'", arg=LOADER, timeout=15_000)
 
 
 def test_a_missing_trigger_is_warned_about_before_approve_and_reject_blocks_everything(server, context, page_errors):
@@ -258,6 +260,21 @@ def test_a_missing_trigger_is_warned_about_before_approve_and_reject_blocks_ever
     assert requests.bodies[-1] == {"token": entry["token"], "approve": True, "text": ""}
     assert (server.input_dir / folder / "2.txt").read_bytes() == b""
 
+    # Image 3's caption has \r\n line ends, which a text box shows as \n: an edit keeps them \r\n.
+    entry = queue_until(server, page, "text", TEXT_GATE)
+    gate = wait_text_paused(page, entry["token"])
+    box = gate.locator("textarea.dsg-text-input")
+    assert box.input_value() == "line one\nline two"
+    box.click()
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" ohwx")
+    before = {e["token"] for e in server.pending()}
+    page.keyboard.press("Control+Enter")
+    keep_image(server, before)
+    assert server.wait_done(entry["prompt_id"])["status"]["status_str"] == "success"
+    assert requests.bodies[-1] == {"token": entry["token"], "approve": True, "text": "line one\r\nline two ohwx"}
+    assert (server.input_dir / folder / "3.txt").read_bytes() == b"line one\r\nline two ohwx"
+
 
 def test_esc_and_ctrl_enter_act_only_for_the_selected_or_focused_gate(server, context, page_errors):
     folder = new_dataset(server)
@@ -309,11 +326,11 @@ def test_the_loader_panel_picks_a_folder_shows_the_walk_and_resets_it(server, co
     picker.select_option(folder)
     assert page.evaluate(
         "id => window.app.graph.getNodeById(id).widgets.find(w => w.name === 'folder').value", LOADER) == folder
-    page.wait_for_function("() => document.querySelector('.dsg-loader-status').textContent === 'next: 1 of 2'",
+    page.wait_for_function("() => document.querySelector('.dsg-loader-status').textContent === 'next: 1 of 3'",
                            timeout=15_000)
 
     entry = queue_until(server, page, "text", TEXT_GATE)
-    page.wait_for_function("() => document.querySelector('.dsg-loader-status').textContent === '1 of 2'",
+    page.wait_for_function("() => document.querySelector('.dsg-loader-status').textContent === '1 of 3'",
                            timeout=15_000)
     # A reloaded page shows the waiting gate again, from /pending.
     page.reload()
@@ -325,12 +342,12 @@ def test_the_loader_panel_picks_a_folder_shows_the_walk_and_resets_it(server, co
     keep_image(server, before)
     assert server.wait_done(entry["prompt_id"])["status"]["status_str"] == "success"
     status = loader_panel(page).locator(".dsg-loader-status")
-    page.wait_for_function("() => document.querySelector('.dsg-loader-status')?.textContent === 'next: 2 of 2'",
+    page.wait_for_function("() => document.querySelector('.dsg-loader-status')?.textContent === 'next: 2 of 3'",
                            timeout=15_000)
     assert walk_state(server, folder)["next_index"] == 1
 
     loader_panel(page).locator("button.dsg-loader-reset").click()
-    page.wait_for_function("() => document.querySelector('.dsg-loader-status').textContent === 'next: 1 of 2'",
+    page.wait_for_function("() => document.querySelector('.dsg-loader-status').textContent === 'next: 1 of 3'",
                            timeout=15_000)
     assert walk_state(server, folder)["next_index"] == 0
 
