@@ -6,7 +6,8 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { el } from "./gate_panel.js";
-import { keepVisibleSoon, undock } from "./dock.js";
+import { Dock } from "./dock.js";
+import { t } from "./i18n.js";
 import { postJSON } from "./pause_client.js";
 
 const NODE_CLASS = "DataseteImageFolderLoader";
@@ -19,6 +20,14 @@ const PANEL_HEIGHT = 64;
 const MIN_WIDTH = 320;
 
 const panels = new WeakMap(); // node -> LoaderPanel
+
+// Where the node view shows no DOM widgets (frontend 1.27's Nodes 2.0), the panels stand in a dock of
+// their own at the bottom right, so the picker, Reset and where the walk is stay at hand.
+const loaderDock = new Dock({
+    className: "dsg-loader-dock", always: true,
+    title: () => t("loader.dockTitle", "Folder loaders"),
+    label: () => t("loader.dockLabel", "folder loaders"),
+});
 let folderList = [];
 let folderRequest = null;
 
@@ -39,30 +48,35 @@ class LoaderPanel {
         this.folderKey = null; // the server's canonical name of the folder the status is about
         this.element = el("div", { class: "dsg-gate dsg-loader" });
         this.picker = el("select", {
-            class: "dsg-folder-pick", "aria-label": "pick a folder of the input folder",
-            title: "Pick a folder inside ComfyUI's input folder (refreshed each time it is opened). "
-                + "The folder widget above stays free text.",
+            class: "dsg-folder-pick", "aria-label": t("loader.pickerLabel", "pick a folder of the input folder"),
+            title: t("loader.pickerTitle", "Pick a folder inside ComfyUI's input folder (refreshed each time it is opened). The folder widget above stays free text."),
             onchange: () => {
                 if (this.picker.value) this.hooks.onPick(this.picker.value);
             },
         });
         for (const type of ["pointerdown", "focus"]) this.picker.addEventListener(type, () => this.hooks.onOpenPicker());
         this.resetButton = el("button", {
-            class: "dsg-loader-reset", type: "button", text: "Reset",
-            title: "Start this folder's next walk over from its first image",
+            class: "dsg-loader-reset", type: "button", text: t("loader.reset", "Reset"),
+            title: t("loader.resetTitle", "Start this folder's next walk over from its first image"),
             onclick: () => this.hooks.onReset(),
         });
         this.status = el("div", { class: "dsg-loader-status", role: "status", dataset: { state: "unknown" } });
         this.element.append(el("div", { class: "dsg-loader-bar" }, [this.picker, this.resetButton]), this.status);
         this.setFolders([], "");
-        this.show("unknown", "pick a folder");
+        this.show("unknown", t("loader.pickAFolder", "pick a folder"));
     }
 
     setFolders(list, current) {
-        const options = [el("option", { value: "", text: list.length ? "pick a folder…" : "no folders in input/" })];
+        const options = [el("option", { value: "", text: list.length ? t("loader.pickFolder", "pick a folder…")
+            : t("loader.noFolders", "no folders in input/") })];
         for (const name of list) options.push(el("option", { value: name, text: name }));
         this.picker.replaceChildren(...options);
         this.picker.value = list.includes(current) ? current : "";
+    }
+
+    /** Show a walk state from the server ({state, index or next_index, count}) in the frontend's language. */
+    showState(data) {
+        this.show(data.state === "item" || data.state === "all" ? "loaded" : data.state, statusText(data));
     }
 
     show(state, text) {
@@ -74,6 +88,16 @@ class LoaderPanel {
 
 // --- the graph -----------------------------------------------------------------------------------
 
+/** "37 of 120", "next: 38 of 120", "done: 120 of 120", "no images", "all 120 images". */
+function statusText(data) {
+    const count = data.count ?? 0;
+    if (data.state === "empty" || count === 0) return t("loader.empty", "no images");
+    if (data.state === "done") return t("loader.done", "done: {count} of {count}", { count });
+    if (data.state === "next") return t("loader.next", "next: {n} of {count}", { n: (data.next_index ?? 0) + 1, count });
+    if (data.state === "all") return t("loader.all", "all {count} images", { count });
+    return t("loader.item", "{n} of {count}", { n: (data.index ?? 0) + 1, count });
+}
+
 function isLoader(node) {
     return !!node && (node.comfyClass === NODE_CLASS || node.type === NODE_CLASS);
 }
@@ -81,6 +105,8 @@ function isLoader(node) {
 function loaderNodes() {
     return (app.graph?.nodes ?? []).filter((node) => isLoader(node) && panels.has(node));
 }
+
+loaderDock.addSource(() => loaderNodes().map((node) => ({ node, panel: panels.get(node) })));
 
 function widget(node, name) {
     return node.widgets?.find((w) => w.name === name);
@@ -129,18 +155,17 @@ async function fetchState(node) {
     const panel = panels.get(node);
     if (!panel) return;
     panel.element.dataset.nodeId = String(node.id);
-    keepVisibleSoon(panel.element, () => ({ wanted: app.graph?.getNodeById?.(node.id) === node,
-        title: `${node.title ?? "Image Folder Loader"} #${node.id}`, size: [340, null] }));
+    loaderDock.reconcileSoon();
     const { folder, include_subfolders } = settings(node);
     panel.setFolders(folderList, folder);
     if (folderLinked(node)) {
         panel.folderKey = null;
-        panel.show("unknown", "folder comes from a link");
+        panel.show("unknown", t("loader.linked", "folder comes from a link"));
         return;
     }
     if (!folder.trim()) {
         panel.folderKey = null;
-        panel.show("unknown", "pick a folder");
+        panel.show("unknown", t("loader.pickAFolder", "pick a folder"));
         return;
     }
     const query = new URLSearchParams({ folder, include_subfolders: String(include_subfolders) });
@@ -150,13 +175,14 @@ async function fetchState(node) {
         if (settings(node).folder !== folder) return; // typed on meanwhile: a newer request follows
         if (!response.ok) {
             panel.folderKey = null;
-            panel.show("error", data.error ?? `the server answered ${response.status}`);
+            panel.show("error", data.error ?? t("gate.serverAnswered", "the server answered {status}",
+                { status: response.status }));
             return;
         }
         panel.folderKey = stateKey(data.folder, data.include_subfolders);
-        panel.show(data.state, data.text);
+        panel.showState(data);
     } catch (error) {
-        panel.show("error", `could not reach the server: ${error.message ?? error}`);
+        panel.show("error", t("gate.unreachable", "could not reach the server: {error}", { error: error.message ?? error }));
     }
 }
 
@@ -172,12 +198,12 @@ async function reset(node) {
         const { ok, status, data } = await postJSON(api, ROUTE_RESET, body);
         if (ok) {
             panel.folderKey = stateKey(data.folder, data.include_subfolders);
-            panel.show(data.state, data.text);
+            panel.showState(data);
         } else {
-            panel.show("error", data.error ?? `the server answered ${status}`);
+            panel.show("error", data.error ?? t("gate.serverAnswered", "the server answered {status}", { status }));
         }
     } catch (error) {
-        panel.show("error", `could not reach the server: ${error.message ?? error}`);
+        panel.show("error", t("gate.unreachable", "could not reach the server: {error}", { error: error.message ?? error }));
     } finally {
         panel.resetButton.disabled = false;
     }
@@ -192,7 +218,7 @@ function onLoaderEvent(detail) {
         const mine = detail.node_id !== null && detail.node_id !== undefined && String(detail.node_id) === String(node.id);
         if (mine || ((detail.reset || detail.committed) && panel.folderKey === key)) {
             if (mine) panel.folderKey = key;
-            panel.show(detail.state === "item" || detail.state === "all" ? "loaded" : detail.state, detail.text);
+            panel.showState(detail);
         }
     }
 }
@@ -227,11 +253,7 @@ function attachPanel(node) {
     domWidget.serialize = false;
     panels.set(node, panel);
     panel.element.dataset.nodeId = String(node.id);
-    const onRemoved = node.onRemoved;
-    node.onRemoved = function (...args) {
-        undock(panel.element);
-        return onRemoved?.apply(this, args);
-    };
+
     for (const name of ["folder", "include_subfolders"]) {
         const input = widget(node, name);
         if (!input) continue;

@@ -5,6 +5,8 @@
 // reconnect. A tracker keeps the entries of its own kind only, by node id, and never brings back a
 // token it saw resolved. Only the frontend's public `api` object is used.
 
+import { t } from "./i18n.js";
+
 const EVENT_PREVIEW = "datasete_gate.preview";
 const EVENT_RESOLVED = "datasete_gate.resolved";
 const ROUTE_PENDING = "/datasete_gate/pending";
@@ -109,12 +111,12 @@ export class PauseTracker {
                 return { ok: true };
             }
             if (status === 404 || status === 409) {
-                this.drop(entry.token, "that pause was already answered or has ended");
+                this.drop(entry.token, t("gate.alreadyAnswered", "that pause was already answered or has ended"));
                 return { ok: false, gone: true };
             }
-            return { ok: false, error: data.error ?? `the server answered ${status}` };
+            return { ok: false, error: data.error ?? t("gate.serverAnswered", "the server answered {status}", { status }) };
         } catch (error) {
-            return { ok: false, error: `could not reach the server: ${error.message ?? error}` };
+            return { ok: false, error: t("gate.unreachable", "could not reach the server: {error}", { error: error.message ?? error }) };
         }
     }
 

@@ -5,7 +5,8 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { el, previewURL } from "./gate_panel.js";
-import { keepVisibleSoon, undock } from "./dock.js";
+import { waitingGates } from "./dock.js";
+import { t } from "./i18n.js";
 import { isTyping, PauseTracker } from "./pause_client.js";
 
 const NODE_CLASS = "DataseteTextGate";
@@ -71,6 +72,10 @@ function utf8Length(text) {
 
 // --- the panel -----------------------------------------------------------------------------------
 
+function idleHint() {
+    return t("text.idleHint", "Pauses here when the workflow runs: edit the text, then Approve (Ctrl+Enter), Reject or Cancel (Esc).");
+}
+
 class TextPanel {
     constructor(hooks) {
         this.hooks = hooks;
@@ -79,7 +84,7 @@ class TextPanel {
         this.confirming = false;
         this.original = "";
         this.element = el("div", { class: "dsg-gate dsg-text-gate", dataset: { state: "idle" } });
-        this.idle = el("div", { class: "dsg-text-idle", text: "waiting for text…" });
+        this.idle = el("div", { class: "dsg-text-idle", text: idleHint() });
         this.#buildPause();
         this.element.append(this.idle, this.pause);
     }
@@ -92,16 +97,16 @@ class TextPanel {
         this.file = el("span", { class: "dsg-text-file" });
         this.meta = el("span", { class: "dsg-meta" });
         const head = el("div", { class: "dsg-head" }, [
-            el("span", { class: "dsg-dot" }), el("span", { class: "dsg-title", text: "Edit the text" }),
+            el("span", { class: "dsg-dot" }), el("span", { class: "dsg-title", text: t("text.title", "Edit the text") }),
             this.file, this.meta]);
 
-        this.image = el("img", { class: "dsg-text-img", alt: "the image of this text", draggable: "false" });
+        this.image = el("img", { class: "dsg-text-img", alt: t("text.imageAlt", "the image of this text"), draggable: "false" });
         this.viewport = el("div", { class: "dsg-text-viewport" }, [this.image]);
 
         this.backdrop = el("div", { class: "dsg-text-backdrop", "aria-hidden": "true" });
         this.input = el("textarea", {
-            class: "dsg-text-input", spellcheck: "true", "aria-label": "the text to approve",
-            title: "Ctrl+Enter approves, Esc cancels",
+            class: "dsg-text-input", spellcheck: "true", "aria-label": t("text.boxLabel", "the text to approve"),
+            title: t("text.boxTitle", "Ctrl+Enter approves, Esc cancels"),
         });
         this.input.addEventListener("input", () => this.#edited());
         this.input.addEventListener("scroll", () => this.#syncScroll());
@@ -132,18 +137,18 @@ class TextPanel {
 
         this.status = el("div", { class: "dsg-status", role: "status" });
         this.approveButton = el("button", {
-            class: "dsg-text-approve", type: "button", text: "Approve",
-            title: "Pass the text on (and save it as the caption file) — Ctrl+Enter",
+            class: "dsg-text-approve", type: "button", text: t("text.approve", "Approve"),
+            title: t("text.approveTitle", "Pass the text on (and save it as the caption file) — Ctrl+Enter"),
             onclick: () => this.approve(),
         });
         this.rejectButton = el("button", {
-            class: "dsg-text-reject", type: "button", text: "Reject",
-            title: "Block every output of this gate; the run still succeeds. Nothing is saved.",
+            class: "dsg-text-reject", type: "button", text: t("text.reject", "Reject"),
+            title: t("text.rejectTitle", "Block every output of this gate; the run still succeeds. Nothing is saved."),
             onclick: () => this.hooks.onReject(),
         });
         this.cancelButton = el("button", {
-            class: "dsg-cancel", type: "button", text: "Cancel",
-            title: "Stop this run here (Esc). Nothing is saved.",
+            class: "dsg-cancel", type: "button", text: t("panel.cancel", "Cancel"),
+            title: t("text.cancelTitle", "Stop this run here (Esc). Nothing is saved."),
             onclick: () => this.hooks.onCancel(),
         });
         const buttons = el("div", { class: "dsg-text-buttons" }, [this.approveButton, this.rejectButton, this.cancelButton]);
@@ -162,15 +167,17 @@ class TextPanel {
         this.pattern = triggerPattern(entry.trigger);
         this.input.value = this.original;
         this.input.scrollTop = 0;
-        this.file.textContent = entry.caption_file ? `→ ${entry.caption_file}` : "";
-        this.file.title = entry.caption_file ? `Approve saves the text to ${entry.caption_file}` : "";
+        this.file.textContent = entry.caption_file ? t("text.savesTo", "→ {file}", { file: entry.caption_file }) : "";
+        this.file.title = entry.caption_file
+            ? t("text.savesToTitle", "Approve saves the text to {file}", { file: entry.caption_file }) : "";
         this.file.hidden = !entry.caption_file;
         const images = entry.images ?? [];
         this.viewport.hidden = images.length === 0;
         this.element.dataset.image = images.length ? "yes" : "no";
         if (images.length) {
             this.image.src = previewURL(images[0], this.hooks.apiURL);
-            this.meta.textContent = `${entry.width}×${entry.height}` + (images.length > 1 ? ` · ${images.length} frames` : "");
+            this.meta.textContent = `${entry.width}×${entry.height}`
+                + (images.length > 1 ? " · " + t("panel.frameCount", "{count} frames", { count: images.length }) : "");
         } else {
             this.image.removeAttribute("src");
             this.meta.textContent = "";
@@ -192,7 +199,7 @@ class TextPanel {
         this.confirming = false;
         this.element.dataset.state = "idle";
         delete this.element.dataset.token;
-        this.idle.textContent = note || "waiting for text…";
+        this.idle.textContent = note || idleHint();
         this.image.removeAttribute("src");
         if (this.input === document.activeElement) this.input.blur();
     }
@@ -216,7 +223,7 @@ class TextPanel {
         if (!this.entry || this.busy) return;
         const text = this.text();
         if (utf8Length(text) > MAX_TEXT_BYTES) {
-            this.setError(`the text is over ${MAX_TEXT_BYTES} bytes; shorten it to approve`);
+            this.setError(t("text.tooLong", "the text is over {bytes} bytes; shorten it to approve", { bytes: MAX_TEXT_BYTES }));
             return;
         }
         if (this.triggerMissing(text) && !this.confirming) {
@@ -239,7 +246,9 @@ class TextPanel {
     #edited() {
         const value = this.input.value;
         const { words, characters } = countText(value);
-        this.counts.textContent = `${words} word${words === 1 ? "" : "s"} · ${characters} character${characters === 1 ? "" : "s"}`;
+        this.counts.textContent = (words === 1 ? t("text.word", "{n} word", { n: words }) : t("text.words", "{n} words", { n: words }))
+            + " · " + (characters === 1 ? t("text.character", "{n} character", { n: characters })
+                : t("text.characters", "{n} characters", { n: characters }));
         if (this.confirming) {
             this.confirming = false;
             this.#setButtons();
@@ -255,15 +264,18 @@ class TextPanel {
         if (!word) return;
         const missing = this.triggerMissing(value);
         this.trigger.dataset.missing = String(missing);
-        this.trigger.textContent = missing ? `⚠ trigger “${word}” is missing` : `✓ trigger “${word}”`;
+        this.trigger.textContent = missing ? t("text.triggerMissing", "⚠ trigger “{trigger}” is missing", { trigger: word })
+            : t("text.triggerPresent", "✓ trigger “{trigger}”", { trigger: word });
     }
 
     #setButtons() {
         const word = (this.entry?.trigger ?? "").trim();
-        this.approveButton.textContent = this.confirming ? `Approve without “${word}”` : "Approve";
+        this.approveButton.textContent = this.confirming
+            ? t("text.approveWithout", "Approve without “{trigger}”", { trigger: word }) : t("text.approve", "Approve");
         this.approveButton.dataset.confirm = String(this.confirming);
         if (this.confirming) {
-            this.status.textContent = `The trigger “${word}” is not in the text. Approve again to pass it on anyway.`;
+            this.status.textContent = t("text.triggerConfirm",
+                "The trigger “{trigger}” is not in the text. Approve again to pass it on anyway.", { trigger: word });
         }
     }
 
@@ -310,9 +322,11 @@ function syncNode(node, note = "") {
     if (entry) panel.showPause(entry);
     else if (panel.waiting || note) panel.showIdle(note);
     node.setDirtyCanvas?.(true, true);
-    keepVisibleSoon(panel.element, () => ({
-        wanted: panel.waiting, title: `${node.title ?? "Text Gate"} #${node.id}`, size: [NODE_WIDTH, 420] }));
+    waitingGates.reconcileSoon();
 }
+
+// A waiting Text Gate whose node cannot show its panel goes to the shared "Waiting gates" dock.
+waitingGates.addSource(() => textGateNodes().map((node) => ({ node, panel: panels.get(node) })));
 
 function syncAll() {
     for (const node of textGateNodes()) syncNode(node);
@@ -332,16 +346,17 @@ async function answer(node, path, body, doneNote) {
 
 function approve(node, text) {
     const entry = panels.get(node)?.entry;
-    const saved = entry?.caption_file ? ` · saving ${entry.caption_file}` : "";
-    return answer(node, ROUTE_CHOOSE, { approve: true, text }, `approved${saved}`);
+    const note = entry?.caption_file ? t("text.approvedSaving", "approved · saving {file}", { file: entry.caption_file })
+        : t("text.approved", "approved");
+    return answer(node, ROUTE_CHOOSE, { approve: true, text }, note);
 }
 
 function reject(node) {
-    return answer(node, ROUTE_CHOOSE, { approve: false }, "rejected: every output blocked");
+    return answer(node, ROUTE_CHOOSE, { approve: false }, t("text.rejected", "rejected: every output blocked"));
 }
 
 function cancel(node) {
-    return answer(node, ROUTE_CANCEL, {}, "cancelled");
+    return answer(node, ROUTE_CANCEL, {}, t("text.cancelled", "cancelled"));
 }
 
 // --- keys ----------------------------------------------------------------------------------------
@@ -383,11 +398,6 @@ function attachPanel(node) {
     widget.serialize = false;
     panels.set(node, panel);
     panel.element.dataset.nodeId = String(node.id);
-    const onRemoved = node.onRemoved;
-    node.onRemoved = function (...args) {
-        undock(panel.element);
-        return onRemoved?.apply(this, args);
-    };
     // One size, set once: the panel fits itself into it, waiting or not (a loaded node keeps its saved size).
     const [, height] = node.computeSize();
     node.setSize([Math.max(node.size[0], NODE_WIDTH), Math.max(node.size[1], height)]);
