@@ -170,7 +170,7 @@ def test_edit_a_caption_with_the_keyboard_and_approve_writes_it_byte_for_byte(se
     box.click()
     page.keyboard.press("Control+End")
     page.keyboard.type(", sitting in the sun")
-    page.mouse.move(5, 5)
+    page.mouse.move(700, 950)  # off the nodes, and off the tab bar (whose hover opens a preview)
     shots = Path(os.environ.get("DATASETE_SHOTS_DIR") or tmp_path)
     shot = shots / f"text_gate_{frontend.id}.png"
     page.screenshot(path=str(shot), clip=workflow_clip(page) if frontend.id.endswith("classic") else None)
