@@ -444,12 +444,17 @@ def position_key(folder_key_value: str, recursive: bool) -> str:
     return f"{folder_key_value}\n{'subfolders' if recursive else 'folder'}"
 
 
+# One lock for every store of the process: a commit (the prompt worker) and a Reset (an HTTP route)
+# each make a store of their own, and their read-compare-write must not interleave.
+_STORE_LOCK = threading.RLock()
+
+
 class PositionStore:
     """One small JSON file per walked folder, replaced atomically (write, fsync, rename)."""
 
     def __init__(self, directory):
         self.directory = Path(directory)
-        self._lock = threading.Lock()
+        self._lock = _STORE_LOCK
 
     def path_for(self, key: str) -> Path:
         return self.directory / (hashlib.sha256(key.encode("utf-8")).hexdigest()[:32] + ".json")
