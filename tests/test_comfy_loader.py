@@ -8,6 +8,7 @@ path, with a cancelled run, the corrupt file, a ComfyUI restart in the middle, a
 
 from __future__ import annotations
 
+import time
 import uuid
 from urllib.parse import quote
 
@@ -272,3 +273,69 @@ def test_the_corrupt_file_of_the_dataset_is_named_in_all_mode(server):
     history = server.wait_done(server.queue(loader_only(folder, "corrupt", mode="all")))
     assert history["status"]["status_str"] == "error"
     assert f"{folder}/{pictures[CORRUPT_INDEX].name} cannot be read" in errors_of(history)
+
+
+# --- ComfyUI killed while it saves a caption and a walk position ----------------------------------
+
+KILL_PAD = 1_000_000  # a caption near the 1 MiB limit, so a kill can land inside its write
+
+
+def caption_state(raw: bytes, original: bytes) -> str:
+    """"original", "version N", or "torn" for a caption file's bytes."""
+    if raw == original:
+        return "original"
+    if not raw.endswith(b"\r\n"):  # the file's own line ending is kept on every save
+        return "torn"
+    text = raw[:-2].decode("utf-8", errors="replace")
+    head, _, pad = text.partition(" ")
+    if head.startswith("v") and head[1:].isdigit() and pad == "x" * KILL_PAD:
+        return f"version {head[1:]}"
+    return "torn"
+
+
+def kill_while_saving(server, kills: int, seed: int = 11) -> None:
+    import random
+
+    folder = "datasets/killed"
+    path = server.input_dir / folder
+    path.mkdir(parents=True)
+    originals = {}
+    for index in range(kills + 1):
+        Image.new("RGB", (8, 8), (index, 0, 0)).save(path / f"{index + 1}.png")
+        originals[f"{index + 1}.txt"] = f"original {index + 1}\r\n".encode()
+        (path / f"{index + 1}.txt").write_bytes(originals[f"{index + 1}.txt"])
+    rng = random.Random(seed)
+    outcomes = []
+    for round_ in range(kills):
+        server.start()
+        prompt_id = server.queue(walk_prompt(folder, f"killed{round_}"))
+        [entry] = server.wait_pending(1, SETTLE_SECONDS, prompt_id=prompt_id)
+        body = {"token": entry["token"], "approve": True, "text": f"v{round_} " + "x" * KILL_PAD}
+        assert server.post_json(ROUTE_CHOOSE, body)[0] == 200
+        time.sleep(rng.uniform(0.0, 0.03))
+        server.stop(kill=True)
+        states = {name: caption_state((path / name).read_bytes(), raw) for name, raw in originals.items()}
+        assert "torn" not in states.values(), states
+        outcomes.append(states)
+    # After a restart the walk position is readable (never a half-written file), and the next save
+    # removes what the killed writers left beside the captions.
+    server.start()
+    status, answer = server.request("GET", f"{ROUTE_LOADER_STATE}?folder={quote(folder)}")
+    assert status == 200, answer
+    prompt_id = server.queue(walk_prompt(folder, "killed_final"))
+    [entry] = server.wait_pending(1, SETTLE_SECONDS, prompt_id=prompt_id)
+    assert server.post_json(ROUTE_CHOOSE, {"token": entry["token"], "approve": True, "text": "final"})[0] == 200
+    assert server.wait_done(prompt_id)["status"]["status_str"] == "success"
+    leftovers = sorted(p.name for p in path.iterdir() if p.name.startswith("."))
+    written = [name for name in originals if (path / name).read_bytes() == b"final\r\n"]
+    assert len(written) == 1
+    assert not [name for name in leftovers if name.startswith(f".{written[0]}.")], leftovers
+
+
+def test_a_caption_and_a_walk_saved_while_comfyui_is_killed_stay_whole(fresh_comfy):
+    kill_while_saving(fresh_comfy, kills=3)
+
+
+@pytest.mark.heavy
+def test_a_caption_and_a_walk_saved_while_comfyui_is_killed_stay_whole_heavy(fresh_comfy):
+    kill_while_saving(fresh_comfy, kills=20)
