@@ -14,7 +14,7 @@ import traceback
 from bench.common import COMFY_SKIP, Row, comfy_env, ms, size_label
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MEASUREMENTS = ("codecs", "preview", "publish_load", "resume", "list", "memory", "throughput", "fastpaths")
+MEASUREMENTS = ("codecs", "preview", "publish_load", "resume", "list", "memory", "throughput", "fastpaths", "loader")
 
 
 def _size(entry) -> str:
@@ -42,7 +42,7 @@ def _load_rows(results, label) -> list[Row]:
 
 
 def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
-    from bench import bus, codecs, fastpaths, listing, memory, preview, resume, throughput
+    from bench import bus, codecs, fastpaths, folder, listing, memory, preview, resume, throughput
     from gates import imaging
 
     comfy = comfy_env()
@@ -127,6 +127,16 @@ def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
             rows.append(Row("8 fast path", r["name"], ms(r["ours_s"]), f"{ms(r['plain_s'])} without it ({r['what']})",
                             r["ratio"], "< 1.0x (else delete it)", r["ratio"] < 1.0, r))
 
+    def do_loader():
+        r = folder.run(quick)
+        rows.append(Row("9 loader rescan", f"{r['images']:,} images in one folder",
+                        f"warm {r['warm_s'] * 1e6:.0f} us; a next run's pick {r['pick_s'] * 1e6:.0f} us",
+                        f"full re-listing {ms(r['full_relisting_s'])} (no cache, every run); after a caption "
+                        f"is saved {ms(r['after_caption_s'])}; after an image is added {ms(r['after_change_s'])}; "
+                        f"first listing {ms(r['cold_s'])}; same images in 100 subfolders, warm "
+                        f"{r['subfolders_warm_s'] * 1e6:.0f} us",
+                        r["ratio"], "<= 0.1x", r["ratio"] <= 0.1, r))
+
     step("codecs", do_codecs)
     step("preview", do_preview)
     step("publish_load", do_bus)
@@ -135,6 +145,7 @@ def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
     step("memory", do_memory)
     step("throughput", do_throughput)
     step("fastpaths", do_fastpaths)
+    step("loader", do_loader)
     if comfy is None and "preview" in only:
         log("[bench] preview reference is a replica of PreviewImage's code path: " + COMFY_SKIP)
     return rows, extra

@@ -46,3 +46,36 @@ SLOT_FRAME_TEMPLATE = "frame_{:04d}.png"
 SLOT_MASK_FRAME_TEMPLATE = "mask_{:04d}.png"
 # Scratch names start with "." so they can never be a slot id.
 SLOT_STAGING_PREFIX = ".staging-"
+
+# --- Image Folder Loader and Text Gate ------------------------------------------------------------
+
+LOADER_NODE_ID = "DataseteImageFolderLoader"
+LOADER_DISPLAY_NAME = "Image Folder Loader"
+TEXT_GATE_NODE_ID = "DataseteTextGate"
+TEXT_GATE_DISPLAY_NAME = "Text Gate"
+
+LOADER_MODES = ("next", "index", "all")
+KIND_TEXT = "text"
+
+ROUTE_FOLDERS = f"/{PACKAGE_PREFIX}/folders"
+ROUTE_LOADER_STATE = f"/{PACKAGE_PREFIX}/loader/state"
+ROUTE_LOADER_RESET = f"/{PACKAGE_PREFIX}/loader/reset"
+# Where a loader is in its folder ("37 of 120", "done: 120 of 120", "no images", a reset).
+EVENT_LOADER = f"{PACKAGE_PREFIX}.loader"
+
+# Walk positions live in ComfyUI's user folder (not in the dataset, which may be read-only or shared).
+LOADER_STATE_DIR = ("datasete_gates", "loader")
+
+# A caption is the image's same-stem file with the first of these extensions that exists.
+CAPTION_EXTENSIONS = (".txt", ".caption")
+# What the Text Gate writes.
+CAPTION_WRITE_EXTENSION = ".txt"
+# Scratch files of an atomic write (captions, walk positions) start with "." (never listed) and end with this.
+SCRATCH_SUFFIX = ".datasete-tmp"
+
+# The largest text a Text Gate takes as an answer, in UTF-8 bytes.
+MAX_TEXT_BYTES = 1024 * 1024
+
+# The folder picker lists input subfolders this deep, and at most this many.
+FOLDER_PICKER_DEPTH = 4
+FOLDER_PICKER_LIMIT = 2000

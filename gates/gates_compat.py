@@ -60,3 +60,27 @@ def execution_blocker():
     from comfy_execution.graph_utils import ExecutionBlocker
 
     return ExecutionBlocker(None)
+
+
+def input_directory() -> str:
+    """ComfyUI's input folder: where the Image Folder Loader walks and the Text Gate writes captions."""
+    import folder_paths
+
+    return folder_paths.get_input_directory()
+
+
+def user_directory() -> str:
+    """ComfyUI's user folder: where the loader keeps its walk positions."""
+    import folder_paths
+
+    return folder_paths.get_user_directory()
+
+
+def prompt_queue():
+    """ComfyUI's prompt queue (the one the prompt worker calls task_done on), or None outside a server."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return None
+    server = getattr(PromptServer, "instance", None)
+    return getattr(server, "prompt_queue", None)

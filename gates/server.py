@@ -73,7 +73,7 @@ def _guarded(handler):
         try:
             return await handler(request)
         except BadRequest as exc:
-            return _error(400, str(exc))
+            return _error(getattr(exc, "status", 400), str(exc))
         except GateError as exc:
             return _error(exc.status, str(exc))
         except imaging.ImagingError as exc:
@@ -89,8 +89,10 @@ def _guarded(handler):
 
 
 def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = None,
-                  max_body: int = MAX_REQUEST_BYTES) -> dict:
-    """The route handlers, bound to a GateBus, a way to find the slot folder and a body size limit."""
+                  max_body: int = MAX_REQUEST_BYTES, input_dir: Callable[[], str] | None = None,
+                  user_dir: Callable[[], str] | None = None) -> dict:
+    """The route handlers, bound to a GateBus, a way to find the slot folder and a body size limit
+    (and, for the folder loader's routes, ways to find the input and user folders)."""
 
     async def pending(_request):
         return web.json_response({"pending": bus.pending()})
@@ -138,6 +140,7 @@ def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = Non
         ("POST", ROUTE_CHOOSE): _guarded(choose),
         ("POST", ROUTE_CANCEL): _guarded(cancel),
         ("GET", ROUTE_BUS_LIST): _guarded(bus_list),
+        **loader_handlers(max_body, input_dir, user_dir),
     }
 
 
@@ -157,3 +160,84 @@ def register_routes() -> None:
         log.debug("ComfyUI's server module is not importable: no routes registered")
         return
     add_routes(PromptServer.instance.routes)
+
+
+# --- the Image Folder Loader's routes: the folder picker, a walk's state, Reset ------------------------
+
+def _flag(value, name: str) -> bool:
+    """A boolean from JSON (true/false) or a query string (true/false/1/0/yes/no, absent = false)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no", ""):
+        return value.lower() in ("true", "1", "yes")
+    raise BadRequest(f"{name} must be true or false, got {value!r}")
+
+
+def loader_handlers(max_body: int = MAX_REQUEST_BYTES, input_dir: Callable[[], str] | None = None,
+                    user_dir: Callable[[], str] | None = None) -> dict:
+    from . import folders, loader
+    from .constants import (
+        BUS_DIR_NAME,
+        EVENT_LOADER,
+        FOLDER_PICKER_DEPTH,
+        FOLDER_PICKER_LIMIT,
+        ROUTE_FOLDERS,
+        ROUTE_LOADER_RESET,
+        ROUTE_LOADER_STATE,
+    )
+
+    def dirs() -> tuple[str, str]:
+        from . import gates_compat
+
+        return ((input_dir or gates_compat.input_directory)(), (user_dir or gates_compat.user_directory)())
+
+    async def blocking(fn, *args):
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        except folders.FolderNotFound as exc:
+            raise _NotFound(str(exc)) from None
+        except (folders.FolderError, folders.PositionError) as exc:
+            raise BadRequest(str(exc)) from None
+        except OSError as exc:
+            raise BadRequest(f"{exc.strerror or exc}: {exc.filename}") from None
+
+    def folder_of(value) -> str:
+        if not isinstance(value, str):
+            raise BadRequest(f"folder must be a string, got {type(value).__name__}")
+        return value
+
+    async def folder_list(_request):
+        base, _user = dirs()
+        found, truncated = await blocking(folders.list_subfolders, base, FOLDER_PICKER_DEPTH, FOLDER_PICKER_LIMIT,
+                                          (BUS_DIR_NAME,))
+        return web.json_response({"folders": found, "truncated": truncated})
+
+    async def state(request):
+        folder = folder_of(request.query.get("folder"))
+        recursive = _flag(request.query.get("include_subfolders"), "include_subfolders")
+        base, user = dirs()
+        return web.json_response(await blocking(loader.loader_state, base, user, folder, recursive))
+
+    async def reset(request):
+        body = await _read_json(request, max_body)
+        folder = folder_of(body.get("folder"))
+        recursive = _flag(body.get("include_subfolders"), "include_subfolders")
+        base, user = dirs()
+        answer = await blocking(loader.reset_walk, base, user, folder, recursive)
+        try:
+            from .gates_compat import broadcast
+
+            broadcast(EVENT_LOADER, {**answer, "node_id": None, "reset": True})
+        except ImportError:
+            pass  # outside ComfyUI: nobody to tell
+        return web.json_response(answer)
+
+    return {
+        ("GET", ROUTE_FOLDERS): _guarded(folder_list),
+        ("GET", ROUTE_LOADER_STATE): _guarded(state),
+        ("POST", ROUTE_LOADER_RESET): _guarded(reset),
+    }
+
+
+class _NotFound(BadRequest):
+    status = 404

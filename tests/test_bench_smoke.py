@@ -61,6 +61,9 @@ def test_every_measurement_without_comfyui_runs_and_reports(tmp_path):
     assert all(entry["exact"] for entry in codecs["decode"].values())
     throughput = rows_of(result, "7 throughput")[0]
     assert throughput["ours"] == "skipped" and "COMFYUI_DIR" in throughput["reference"]
+    loader = rows_of(result, "9 loader rescan")[0]
+    assert loader["ours"] != "failed" and loader["detail"]["images"] == 1000
+    assert 0 < loader["detail"]["warm_s"] and 0 < loader["detail"]["full_relisting_s"]
     assert "| measurement" in done.stdout and "7 throughput" in done.stdout
     assert "replica of PreviewImage" in done.stderr
 

@@ -15,7 +15,7 @@ export const DEFAULT_STAGE = 240;
 export const IDLE_HINT = "Pauses here when the workflow runs: the image shows here, you paint a mask "
     + "and pick a route.";
 
-function el(tag, props = {}, children = []) {
+export function el(tag, props = {}, children = []) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(props)) {
         if (key === "class") node.className = value;

@@ -7,6 +7,7 @@
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { waitingGates } from "./dock.js";
 import { GatePanel } from "./gate_panel.js";
 import { t } from "./i18n.js";
 
@@ -87,64 +88,11 @@ function syncNode(node, note = "") {
     else if (shownBefore || note) panel.showIdle(note);
     // The panel keeps its size in both states; only the canvas (low-zoom marker) needs a redraw.
     node.setDirtyCanvas?.(true, true);
-    setTimeout(reconcileDock, DOCK_CHECK_MS);
+    waitingGates.reconcileSoon();
 }
 
-// --- the dock: a waiting gate whose node cannot show its panel -----------------------------
-//
-// Some frontends render nodes without DOM widgets (the first releases of Nodes 2.0 skip every
-// widget type they do not know). A waiting gate must never be invisible, so when its panel is
-// not on the page shortly after the pause starts, it is shown in a dock on the page instead;
-// if the frontend later mounts it in the node, the dock gives it back.
-
-const DOCK_CHECK_MS = 400;
-let dockElement = null;
-let dockTimer = null;
-
-function dock() {
-    if (!dockElement) {
-        dockElement = document.createElement("aside");
-        dockElement.className = "dsg-dock";
-        dockElement.setAttribute("aria-label", t("gate.dockLabel", "waiting gates"));
-        dockElement.append(Object.assign(document.createElement("header"), { textContent: t("gate.dockTitle", "Waiting gates") }));
-        document.body.append(dockElement);
-    }
-    return dockElement;
-}
-
-function reconcileDock() {
-    const live = new Set();
-    for (const node of gateNodes()) {
-        const panel = panels.get(node);
-        if (panel.waiting && !panel.element.isConnected) {
-            const section = document.createElement("section");
-            section.className = "dsg-dock-item";
-            section.dataset.nodeId = String(node.id);
-            section.append(Object.assign(document.createElement("h3"), { textContent: `${node.title} (#${node.id})` }),
-                panel.element);
-            dock().append(section);
-            panel.dockSection = section;
-        }
-        // Once docked, a panel stays in its section (hidden while idle) unless the node mounts it.
-        if (panel.dockSection && panel.element.parentElement === panel.dockSection) {
-            live.add(panel.dockSection);
-            panel.dockSection.hidden = !panel.waiting;
-        } else {
-            panel.dockSection = null;
-        }
-    }
-    // Sections of nodes that left the graph (another workflow opened), or whose node took its panel back.
-    for (const section of dockElement?.querySelectorAll(".dsg-dock-item") ?? []) {
-        if (!live.has(section)) section.remove();
-    }
-    if (dockElement) dockElement.hidden = !dockElement.querySelector(".dsg-dock-item:not([hidden])");
-    const anyWaiting = gateNodes().some((node) => panels.get(node).waiting);
-    if (anyWaiting && dockTimer === null) dockTimer = setInterval(reconcileDock, DOCK_CHECK_MS);
-    if (!anyWaiting && dockTimer !== null) {
-        clearInterval(dockTimer);
-        dockTimer = null;
-    }
-}
+// A waiting gate whose node cannot show its panel goes to the shared "Waiting gates" dock (dock.js).
+waitingGates.addSource(() => gateNodes().map((node) => ({ node, panel: panels.get(node) })));
 
 /** "Last: route 2 → Needs inpaint · published to restart_point", or "Last: cancelled". */
 function describeDecision(detail) {

@@ -23,3 +23,12 @@ def register_prompt_handlers() -> None:
         return
     for handler in PROMPT_HANDLERS:
         PromptServer.instance.add_on_prompt_handler(handler)
+
+
+# Image Folder Loader and Text Gate.
+from ..constants import LOADER_DISPLAY_NAME, LOADER_NODE_ID, TEXT_GATE_DISPLAY_NAME, TEXT_GATE_NODE_ID  # noqa: E402
+from .folder_loader import ImageFolderLoader  # noqa: E402
+from .text_gate import TextGate  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update({LOADER_NODE_ID: ImageFolderLoader, TEXT_GATE_NODE_ID: TextGate})
+NODE_DISPLAY_NAME_MAPPINGS.update({LOADER_NODE_ID: LOADER_DISPLAY_NAME, TEXT_GATE_NODE_ID: TEXT_GATE_DISPLAY_NAME})

@@ -1,0 +1,139 @@
+"""Text Gate: pause the workflow with a text (a caption) to read and edit inside the node.
+
+Thin glue over pause (the rendezvous, kind "text"), captions (where and how a caption is written,
+and the answer's rules) and previews. ComfyUI itself is imported only through gates_compat.
+"""
+
+from __future__ import annotations
+
+from .. import captions, imaging
+from ..constants import CATEGORY, EVENT_PREVIEW, EVENT_RESOLVED, KIND_TEXT, WAIT_SLICE_SECONDS
+from ..folders import FolderError
+from ..pause import GATES, GateBus, GateCancelled
+from ..previews import remove_previews, save_previews
+
+
+def validate_caption_path(input_dir, caption_path) -> tuple[str, object] | None:
+    """None for no caption file, else (shown path, .txt path); CaptionPathError naming a bad value."""
+    if caption_path is None or caption_path == "":
+        return None
+    return captions.caption_target(input_dir, caption_path)
+
+
+class TextGate:
+    DESCRIPTION = (
+        "Pauses the workflow and shows the text (a caption) in an editable box inside this node, with the "
+        "image if one is wired. Approve (Ctrl+Enter) passes the edited text on and, with caption_path, saves it "
+        "beside the image as its same-stem .txt (atomically, only inside ComfyUI's input folder). Reject blocks "
+        "every output and the run succeeds; Cancel (Esc) stops the run.")
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("STRING", "IMAGE")
+    RETURN_NAMES = ("text", "image")
+    OUTPUT_TOOLTIPS = (
+        "The approved text, exactly as approved (never trimmed). Blocked on Reject.",
+        "The image input, passed through on Approve; blocked on Reject or when no image is wired.",
+    )
+    SEARCH_ALIASES = ["caption editor", "edit caption", "text review", "human in the loop"]
+
+    bus: GateBus = GATES
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "text": ("STRING", {
+                    "default": "", "multiline": True,
+                    "tooltip": "The text to review: type it, or link it (a captioning node, the Image Folder "
+                               "Loader's caption). It is shown for editing when the gate pauses."}),
+            },
+            "optional": {
+                "image": ("IMAGE", {
+                    "tooltip": "Shown above the text while the gate waits, and passed through on Approve."}),
+                "caption_path": ("STRING", {
+                    "default": "",
+                    "tooltip": "An image's path inside ComfyUI's input folder (link the loader's path). On "
+                               "Approve the text is saved as that image's same-stem .txt. Empty: nothing is "
+                               "written. '..' and absolute paths are refused."}),
+                "trigger": ("STRING", {
+                    "default": "",
+                    "tooltip": "A word (or phrase) the text must hold, such as a LoRA trigger: it is highlighted, "
+                               "and Approve warns first when it is missing. Any case, whole words."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, caption_path=""):
+        """Refuse a typed-in caption_path outside the input folder before anything runs (a linked one is
+        None here and checked when the gate runs, before it pauses)."""
+        if caption_path is None or caption_path == "":
+            return True
+        from .. import gates_compat as comfy
+
+        try:
+            validate_caption_path(comfy.input_directory(), caption_path)
+        except FolderError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, **_kwargs):
+        return float("nan")  # a person decides each run: never serve a gate from the cache
+
+    def run(self, text, unique_id=None, image=None, caption_path="", trigger=""):
+        from .. import gates_compat as comfy
+
+        text = "" if text is None else str(text)
+        trigger = "" if trigger is None else str(trigger)
+        # A bad path fails the run before anyone edits anything.
+        target = validate_caption_path(comfy.input_directory(), caption_path)
+        blocker = comfy.execution_blocker()
+
+        previews, width, height, frames, temp = [], 0, 0, 0, comfy.temp_directory()
+        if image is not None:
+            pixels = imaging.image_to_uint8(image)
+            frames, height, width = (int(v) for v in pixels.shape[:3])
+            previews = save_previews(pixels, temp)
+        details = {"text": text, "trigger": trigger, "trigger_present": captions.has_trigger(text, trigger),
+                   "caption_path": caption_path or None, "caption_file": target[0] if target else None,
+                   "error": None}
+        written = None
+        try:
+            while True:
+                pause = self.bus.arm(unique_id, 0, prompt_id=comfy.current_prompt_id(), images=previews,
+                                     width=width, height=height, frames=frames, kind=KIND_TEXT, details=details)
+                try:
+                    comfy.broadcast(EVENT_PREVIEW, pause.entry())
+                    try:
+                        self.bus.wait(pause, comfy.check_interrupt, WAIT_SLICE_SECONDS)
+                    except GateCancelled:
+                        raise comfy.interrupted_exception() from None
+                    answer = pause.answer
+                    if not answer["approve"] or target is None:
+                        break
+                    try:
+                        captions.write_caption(target[1], answer["text"])
+                        written = target[0]
+                        break
+                    except (OSError, FolderError) as exc:
+                        # The person's edit must not be lost: pause again with it and the reason.
+                        reason = getattr(exc, "strerror", None) or str(exc)
+                        details = {**details, "text": answer["text"],
+                                   "trigger_present": captions.has_trigger(answer["text"], trigger),
+                                   "error": f"could not write {target[0]}: {reason}"}
+                finally:
+                    self.bus.discard(pause)
+                    comfy.broadcast(EVENT_RESOLVED, {
+                        "token": pause.token, "node_id": pause.node_id, "kind": KIND_TEXT, "route": None,
+                        "approved": None if pause.cancelled or pause.answer is None else pause.answer["approve"],
+                        "written": written, "published": None})
+        finally:
+            remove_previews(previews, temp)
+        if not answer["approve"]:
+            return {"ui": {"approved": [False]}, "result": (blocker, blocker)}
+        approved = answer["text"]
+        ui = {"text": [approved], "approved": [True]}
+        if written:
+            ui["caption_file"] = [written]
+        return {"ui": ui, "result": (approved, image if image is not None else blocker)}
