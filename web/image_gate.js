@@ -157,6 +157,7 @@ async function fetchPending() {
     }
     const fresh = new Map();
     for (const entry of answer.pending ?? []) {
+        if ((entry.kind ?? "image") !== "image") continue; // the other kinds have panels of their own
         if (!resolvedTokens.has(entry.token)) fresh.set(String(entry.node_id), entry);
     }
     // Events newer than the request know better than its answer.
@@ -425,10 +426,14 @@ app.registerExtension({
         loadStyles();
         api.addEventListener(EVENT_PREVIEW, ({ detail }) => addPause(detail));
         api.addEventListener(EVENT_RESOLVED, ({ detail }) => {
-            if (detail?.node_id !== undefined && detail?.token && !resolvedTokens.has(detail.token)) {
-                lastDecisions.set(String(detail.node_id), describeDecision(detail));
-            }
             if (detail?.token) dropPause(detail.token);
+            // The event may come after this tab's own answer already cleared the pause: record and show
+            // the decision either way.
+            const node = detail?.node_id !== undefined ? app.graph?.getNodeById?.(detail.node_id) : null;
+            if (isGate(node) && panels.has(node) && (detail.kind ?? "image") === "image") {
+                lastDecisions.set(String(detail.node_id), describeDecision(detail));
+                panels.get(node).setLastDecision(lastDecisions.get(String(detail.node_id)));
+            }
             if (detail?.published) refreshSlots();
         });
         api.addEventListener("reconnected", () => {
