@@ -264,10 +264,13 @@ def list_ids(base) -> list[str]:
 
 
 def _mid_swap(key: str) -> set[str]:
-    """Ids whose swap lock is in the folder: a publish without exchange may be between its renames."""
+    """Ids that may have been between two renames while the folder was listed: those whose swap lock is
+    there now, and those whose folder is there now (a swap that ended after the listing)."""
+    names = []
     try:
         with os.scandir(key) as entries:
-            names = [entry.name[len(_LOCK_PREFIX):] for entry in entries if entry.name.startswith(_LOCK_PREFIX)]
+            for entry in entries:
+                names.append(entry.name[len(_LOCK_PREFIX):] if entry.name.startswith(_LOCK_PREFIX) else entry.name)
     except OSError:
         return set()
     return {name for name in names if is_valid_id(name)}

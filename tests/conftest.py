@@ -126,7 +126,9 @@ def frontend(request):
     return request.param
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running on the main thread
+# while it is open, and the unit tests that run their own loops (aiohttp apps) must not meet it.
+@pytest.fixture(scope="module")
 def chromium():
     from browser_helpers import launch_chromium
     from playwright.sync_api import sync_playwright
