@@ -17,8 +17,11 @@ Crash safety (a SIGKILL at any instant leaves every item whole in exactly one fo
   both, then renames the caption into place and the PNG last: a PNG never exists without its caption.
   A caption whose PNG is still staged when the adder died is finished (the staged PNG was complete
   before the caption moved); any other staging file is a leftover and removed.
-- A decision moves the caption first, then the PNG, with renames. Half-moved items (a .txt and its
-  .png in different folders) are put back together in the PNG's folder: the PNG's folder wins.
+- A decision puts the caption into the new folder first (a second hard link, or a flushed copy where
+  the file system has no links), then renames the PNG, then removes the old caption: a PNG always has
+  its caption beside it. The copy a killed move leaves behind is removed when it is the same file or
+  the same bytes as the caption beside the PNG. Items half-moved by hand (a .txt and its .png in
+  different folders) are put back together in the PNG's folder: the PNG's folder wins.
 - A removal renames the PNG aside first, then the caption; a caption left behind by a removal that
   died is removed with its staged PNG.
 The repairs run under the lock at the next use of the pool.
@@ -370,6 +373,9 @@ def _owner_gone(staged: Staged, now: float, mtime: float) -> bool:
     return True
 
 
+_warned_twice: set[tuple[str, str]] = set()
+
+
 def repair(found: PoolScan) -> PoolScan:
     """Finish or roll back what a killed add, decision or removal left; call it holding the lock.
 
@@ -427,8 +433,21 @@ def repair(found: PoolScan) -> PoolScan:
             _rename(found.path(source, elsewhere[source]), target)
             log.info("pool %r: moved the caption of %s back beside its PNG in %s/", found.pool, name, item.state)
             moved = True
+    # 5. A move killed after the caption reached the new folder: the copy the PNG left behind goes, but
+    #    only when it is the same file or the same bytes as the caption beside the PNG.
+    for name, item in found.items.items():
+        if item.caption is None:
+            continue
+        for state, file in found.txts.get(name, {}).items():
+            if state == item.state or state in found.pngs.get(name, {}):
+                continue
+            stray, beside = found.path(state, file), found.path(item.state, item.caption)
+            if _same_file(stray, beside):
+                _unlink(stray)
+                moved = True
     for name, states in found.pngs.items():
-        if len(states) > 1:
+        if len(states) > 1 and (str(found.folder), name) not in _warned_twice:
+            _warned_twice.add((str(found.folder), name))
             log.warning("pool %r: %s is in %s at once (copied by hand?); it counts as %s and the other "
                         "copies are left alone", found.pool, name, " and ".join(f"{s}/" for s in states),
                         found.items[name].state)
@@ -438,6 +457,21 @@ def repair(found: PoolScan) -> PoolScan:
         for state in (None, *POOL_STATES):
             _fsync_dir(found.folder if state is None else found.folder / state)
     return found
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same file (a second link) or the same bytes."""
+    first, second = _lstat(a), _lstat(b)
+    if first is None or second is None or not (stat.S_ISREG(first.st_mode) and stat.S_ISREG(second.st_mode)):
+        return False
+    if (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino):
+        return True
+    if first.st_size != second.st_size or first.st_size > 1 << 20:
+        return False
+    try:
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
 
 
 def _rename(src: Path, dst: Path) -> None:
@@ -941,6 +975,8 @@ def decide(base, pool, keep: Iterable[str], reject: Iterable[str]) -> MoveResult
 
 
 def _move_item(found: PoolScan, item: Item, state: str) -> None:
+    """Caption into the new folder (a second link to it, or a flushed copy), then the PNG, then the old
+    caption away: at every instant the PNG has its caption beside it."""
     dest = found.folder / state
     if _lstat(dest) is None:
         dest.mkdir(exist_ok=True)
@@ -949,8 +985,33 @@ def _move_item(found: PoolScan, item: Item, state: str) -> None:
         raise PoolError(f"pool {found.pool!r}: cannot move {item.state}/{item.png} to {state}/: "
                         f"{state}/{item.png} exists already")
     if item.caption is not None:
-        os.rename(found.path(item.state, item.caption), dest / item.caption)
+        source = found.path(item.state, item.caption)
+        staged = dest / _staging_name("mv", item.caption)
+        try:
+            try:
+                os.link(source, staged, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
+                                     errno.ENOSYS, errno.EACCES):
+                    raise
+                _copy_flushed(source, staged)  # a file system without hard links
+            os.replace(staged, dest / item.caption)  # over a stray caption of the same name, if any
+        except BaseException:
+            _unlink(staged)
+            raise
     os.rename(found.path(item.state, item.png), dest / item.png)
+    if item.caption is not None:
+        _unlink(found.path(item.state, item.caption))
+
+
+def _copy_flushed(source: Path, target: Path) -> None:
+    with open(source, "rb") as handle:
+        data = handle.read()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY | _NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def remove_items(base, pool, names: Iterable[str]) -> MoveResult:

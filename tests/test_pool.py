@@ -347,6 +347,66 @@ def test_a_half_moved_item_goes_back_together_in_the_pngs_folder(base):
     assert files(base)["kept"] == []
 
 
+@pytest.mark.parametrize("copied", [False, True], ids=["hard link", "copy"])
+def test_a_move_killed_after_the_caption_reached_the_new_folder_is_rolled_back_or_finished(base, copied):
+    """The caption is in both folders: before the PNG moved (back) or after (forward)."""
+    pools.add_frames(base, "p", [frame(1), frame(2)], ["one", "two"])
+    folder = os.path.join(base, "p")
+
+    def second_caption(name, state):
+        source = os.path.join(folder, "pending", f"{name}.txt")
+        target = os.path.join(folder, state, f"{name}.txt")
+        if copied:
+            with open(source, "rb") as a, open(target, "wb") as b:
+                b.write(a.read())
+        else:
+            os.link(source, target)
+
+    second_caption("000001", "kept")  # killed before the PNG moved
+    second_caption("000002", "rejected")  # killed after the PNG moved
+    os.rename(os.path.join(folder, "pending", "000002.png"), os.path.join(folder, "rejected", "000002.png"))
+    page = pools.pending_page(base, "p", 16)
+    assert [(item.name, item.caption) for item in page.items] == [("000001", "one")]
+    assert files(base)["pending"] == ["000001.png", "000001.txt"]
+    assert files(base)["kept"] == []
+    assert files(base)["rejected"] == ["000002.png", "000002.txt"]
+
+
+def test_a_different_caption_in_another_folder_is_left_alone(base):
+    pools.add_frames(base, "p", [frame(1)], ["one"])
+    with open(os.path.join(base, "p", "kept", "000001.txt"), "w") as handle:
+        handle.write("a person's other caption")
+    pools.pending_page(base, "p", 16)
+    assert files(base)["kept"] == ["000001.txt"]
+
+
+def test_a_decision_never_leaves_a_png_without_its_caption_at_any_step(base, monkeypatch):
+    """Record the folders after every rename, link and unlink a decision makes."""
+    pools.add_frames(base, "p", [frame(n) for n in range(4)], [f"c{n}" for n in range(4)])
+    states = []
+
+    def check():
+        for state in ("pending", "kept", "rejected"):
+            names = set(os.listdir(os.path.join(base, "p", state)))
+            for name in names:
+                if name.endswith(".png"):
+                    assert name[:-4] + ".txt" in names, f"{state}/{name} without its caption: {names}"
+        states.append(files(base))
+
+    for module_fn in ("rename", "replace", "link", "unlink"):
+        real = getattr(os, module_fn)
+
+        def wrapped(*args, _real=real, **kwargs):
+            result = _real(*args, **kwargs)
+            check()
+            return result
+
+        monkeypatch.setattr(pools.os, module_fn, wrapped)
+    pools.decide(base, "p", keep=["000001", "000003"], reject=["000002", "000004"])
+    assert len(states) >= 12
+    assert files(base)["kept"] == ["000001.png", "000001.txt", "000003.png", "000003.txt"]
+
+
 def test_a_removal_killed_between_png_and_caption_is_finished(base):
     pools.add_frames(base, "p", [frame(1), frame(2)], ["one", "two"])
     folder = os.path.join(base, "p", "pending")
