@@ -287,6 +287,9 @@ def test_the_nodes_describe_themselves():
             for name, (_kind, options) in inputs[section].items():
                 assert options.get("tooltip"), f"{node_class.__name__}.{name} has no tooltip"
         assert math.isnan(node_class.IS_CHANGED())
+        # ComfyUI compares IS_CHANGED values inside tuples, which check identity first: two calls must give
+        # two NaN objects, or the second run is served from the cache.
+        assert (node_class.IS_CHANGED(),) != (node_class.IS_CHANGED(),)
     assert AddToImagePool.OUTPUT_NODE is True
     assert AddToImagePool.RETURN_NAMES == ("images", "added", "pending")
     assert AddToImagePool.RETURN_TYPES == ("IMAGE", "INT", "INT")

@@ -7,7 +7,6 @@ rendezvous with the browser). ComfyUI is imported only inside `run`, through gat
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 
@@ -109,7 +108,9 @@ class GridPoolGate:
 
     @classmethod
     def IS_CHANGED(cls, **_kwargs):
-        return math.nan  # a person decides each run, and the pool changes: never serve it from the cache
+        # A fresh NaN each call: ComfyUI compares these in tuples, where one shared NaN object (math.nan)
+        # equals itself and the node would be served from the cache.
+        return float("nan")  # a person decides each run, and the pool changes: never serve it from the cache
 
     def run(self, pool, page_size=GRID_PAGE_SIZE_DEFAULT, images=None, unique_id=None):
         from .. import gates_compat as comfy

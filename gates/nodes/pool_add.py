@@ -6,7 +6,6 @@ Thin glue over pools (the format on disk); ComfyUI is imported only inside `run`
 from __future__ import annotations
 
 import logging
-import math
 
 from .. import imaging, pools
 from ..constants import CATEGORY, EVENT_POOL_STATUS
@@ -85,7 +84,9 @@ class AddToImagePool:
 
     @classmethod
     def IS_CHANGED(cls, **_kwargs):
-        return math.nan  # it writes to disk and reports the pool's counts: run it every time
+        # A fresh NaN each call: ComfyUI compares these in tuples, where one shared NaN object (math.nan)
+        # equals itself and the node would be served from the cache.
+        return float("nan")  # it writes to disk and reports the pool's counts: run it every time
 
     def run(self, images, pool, captions="", skip_duplicates=True, unique_id=None):
         from .. import gates_compat as comfy
