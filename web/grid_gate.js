@@ -1,0 +1,315 @@
+// Add to Image Pool and the Grid Pool Gate: the browser side.
+//
+// The Grid Pool Gate carries a DOM widget (grid_panel.js) that shows a waiting page as a grid of
+// thumbnails; Add to Image Pool carries a small one with its last status ("added 4 · pending 37 ·
+// kept 12 · rejected 9"). Both have a pool picker fed by GET /datasete_gate/pool/list. The server
+// announces pauses with `datasete_gate.preview` (kind "grid"), their end with `.resolved`, and what
+// a pool node did (or why a grid did not pause) with `datasete_gate.pool_status`.
+// Only the frontend's public extension API is used.
+
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+import { IdPicker, el, isTyping } from "./gate_panel.js";
+import { GridPanel } from "./grid_panel.js";
+import { dockWhenUnmounted } from "./panel_dock.js";
+import { PauseTracker, postJSON } from "./pause_tracker.js";
+
+const GRID_CLASS = "DataseteGridPoolGate";
+const ADD_CLASS = "DataseteAddToImagePool";
+const KIND = "grid";
+const EVENT_PREVIEW = "datasete_gate.preview";
+const EVENT_RESOLVED = "datasete_gate.resolved";
+const EVENT_STATUS = "datasete_gate.pool_status";
+const ROUTE_CHOOSE = "/datasete_gate/choose";
+const ROUTE_CANCEL = "/datasete_gate/cancel";
+const ROUTE_POOL_LIST = "/datasete_gate/pool/list";
+// A predictable size: the grid fits into the node (thumbnails scale), the node never grows on a pause.
+const GRID_NODE_SIZE = [560, 640];
+const GRID_MIN_HEIGHT = 220;
+const ADD_MIN_WIDTH = 340;
+// Heights of the panels when a frontend cannot show them in their node (see panel_dock.js).
+const GRID_DOCK_HEIGHT = 480;
+const ADD_DOCK_HEIGHT = 70;
+
+const gridPanels = new WeakMap(); // node -> GridPanel
+const addPanels = new WeakMap(); // node -> { element, picker, status }
+const notes = new Map(); // node_id -> the last status text the server sent for it
+let poolIds = [];
+let poolLabels = new Map();
+
+const tracker = new PauseTracker({
+    kind: KIND, api,
+    onChange: (nodeId, note) => {
+        const node = nodeById(nodeId);
+        if (node && gridPanels.has(node)) syncGrid(node, note);
+    },
+});
+
+// --- styles ----------------------------------------------------------------------------------
+
+function loadStyles() {
+    if (document.querySelector("link[data-datasete-grid]")) return;
+    const link = document.createElement("link");
+    link.rel = "stylesheet";
+    link.href = new URL("./grid_gate.css", import.meta.url).href;
+    link.dataset.dataseteGrid = "";
+    document.head.append(link);
+}
+
+// --- the graph -------------------------------------------------------------------------------
+
+function classOf(node) {
+    return node?.comfyClass ?? node?.type;
+}
+
+function isGrid(node) {
+    return classOf(node) === GRID_CLASS;
+}
+
+function nodeById(nodeId) {
+    return app.graph?.getNodeById?.(nodeId) ?? null;
+}
+
+function gridNodes() {
+    return (app.graph?.nodes ?? []).filter((node) => isGrid(node) && gridPanels.has(node));
+}
+
+function addNodes() {
+    return (app.graph?.nodes ?? []).filter((node) => classOf(node) === ADD_CLASS && addPanels.has(node));
+}
+
+function syncGrid(node, note = "") {
+    const panel = gridPanels.get(node);
+    panel.element.dataset.nodeId = String(node.id); // lets scripts and tests find a node's panel
+    const entry = tracker.get(node.id);
+    if (entry) {
+        panel.showPause(entry);
+    } else {
+        if (panel.waiting || note) panel.showIdle(note);
+        if (!note) panel.setNote(notes.get(String(node.id)) ?? "");
+    }
+    node.setDirtyCanvas?.(true, true);
+}
+
+function selectNode(node) {
+    const canvas = app.canvas;
+    if (!canvas || canvas.selected_nodes?.[node.id]) return;
+    canvas.selectNode?.(node, false);
+}
+
+// --- answering -------------------------------------------------------------------------------
+
+async function answer(node, path, body) {
+    const panel = gridPanels.get(node);
+    const entry = panel?.entry;
+    if (!entry || panel.busy) return;
+    panel.setBusy(true);
+    panel.setError("");
+    try {
+        const { status, ok, data } = await postJSON(api, path, { token: entry.token, ...body });
+        if (ok) {
+            tracker.drop(entry.token, path === ROUTE_CANCEL ? "cancelled: nothing was moved" : "sent");
+        } else if (status === 404 || status === 409) {
+            tracker.drop(entry.token, "that pause was already answered or has ended");
+        } else {
+            panel.setError(data.error ?? `the server answered ${status}`);
+        }
+    } catch (error) {
+        panel.setError(`could not reach the server: ${error.message ?? error}`);
+    } finally {
+        if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
+    }
+}
+
+// --- the pool picker -------------------------------------------------------------------------
+
+let poolRequest = null;
+
+function poolWidget(node) {
+    return node.widgets?.find((widget) => widget.name === "pool");
+}
+
+function pickerOf(node) {
+    return gridPanels.get(node)?.picker ?? addPanels.get(node)?.picker ?? null;
+}
+
+function showPools(node) {
+    pickerOf(node)?.setIds(poolIds, String(poolWidget(node)?.value ?? ""), poolLabels);
+}
+
+/** Fetch the pools once at a time; a call while one is in flight waits for it and reruns. */
+async function refreshPools() {
+    if (poolRequest) {
+        poolRequest.again = true;
+        return poolRequest.promise;
+    }
+    const request = { again: false };
+    poolRequest = request;
+    request.promise = (async () => {
+        try {
+            do {
+                request.again = false;
+                const response = await api.fetchApi(ROUTE_POOL_LIST, { cache: "no-store" });
+                if (response.ok) {
+                    const pools = (await response.json()).pools ?? [];
+                    poolIds = pools.map((pool) => pool.id);
+                    poolLabels = new Map(pools.map((pool) => [pool.id, `${pool.id} · ${pool.pending} pending`]));
+                }
+            } while (request.again);
+        } catch (error) {
+            console.warn("Datasete gates: could not list the pools", error);
+        } finally {
+            poolRequest = null;
+        }
+        for (const node of [...gridNodes(), ...addNodes()]) showPools(node);
+    })();
+    return request.promise;
+}
+
+function pickPool(node, id) {
+    const widget = poolWidget(node);
+    if (!widget) return;
+    widget.value = id;
+    widget.callback?.(id, app.canvas, node);
+    node.setDirtyCanvas?.(true, true);
+    app.graph?.change?.();
+}
+
+function followPoolWidget(node) {
+    const widget = poolWidget(node);
+    if (!widget) return;
+    const typed = widget.callback;
+    widget.callback = function (value, ...rest) {
+        const result = typed?.call(this, value, ...rest);
+        showPools(node);
+        return result;
+    };
+}
+
+// --- status lines ----------------------------------------------------------------------------
+
+function onStatus(detail) {
+    if (!detail || detail.node_id === null || detail.node_id === undefined) return;
+    const key = String(detail.node_id);
+    notes.set(key, detail.text ?? "");
+    const node = nodeById(key);
+    if (node && gridPanels.has(node) && !gridPanels.get(node).waiting) gridPanels.get(node).setNote(detail.text);
+    if (node && addPanels.has(node)) {
+        addPanels.get(node).element.dataset.nodeId = key;
+        addPanels.get(node).status.textContent = detail.text ?? "";
+    }
+    refreshPools();
+}
+
+// --- keys ------------------------------------------------------------------------------------
+
+/** The keys of a waiting grid go to it while its node is the one selected node (or its viewer is open). */
+function onKeyDown(event) {
+    if (isTyping(event.composedPath()[0])) return;
+    const viewing = gridNodes().map((node) => gridPanels.get(node)).find((panel) => panel.viewerOpen);
+    let panel = viewing;
+    if (!panel) {
+        const selected = Object.values(app.canvas?.selected_nodes ?? {})
+            .filter((node) => isGrid(node) && gridPanels.get(node)?.waiting);
+        if (selected.length !== 1) return;
+        panel = gridPanels.get(selected[0]);
+    }
+    if (panel.handleKey(event)) {
+        event.preventDefault();
+        event.stopImmediatePropagation();
+    }
+}
+
+// --- the extension ---------------------------------------------------------------------------
+
+function attachGrid(node) {
+    const panel = new GridPanel({
+        onSend: (keep) => answer(node, ROUTE_CHOOSE, { keep }),
+        onCancel: () => answer(node, ROUTE_CANCEL, {}),
+        onPickPool: (id) => pickPool(node, id),
+        onOpenPicker: () => refreshPools(),
+        onInteract: () => selectNode(node),
+        apiURL: (path) => api.apiURL(path),
+    });
+    const widget = node.addDOMWidget("grid_panel", "datasete_grid_panel", panel.element, {
+        serialize: false,
+        hideOnZoom: true,
+        margin: 6,
+        getMinHeight: () => GRID_MIN_HEIGHT,
+        getValue: () => "",
+        setValue: () => {},
+    });
+    widget.serialize = false;
+    gridPanels.set(node, panel);
+    followPoolWidget(node);
+    showPools(node);
+    dockWhenUnmounted(node, panel.element, () => `${node.title} #${node.id}`, GRID_DOCK_HEIGHT);
+    // A new node gets its fixed size; a loaded one gets its saved size right after this.
+    node.setSize([Math.max(node.size[0], GRID_NODE_SIZE[0]), Math.max(node.size[1], GRID_NODE_SIZE[1])]);
+}
+
+function attachAdd(node) {
+    const picker = new IdPicker({
+        label: "pool",
+        title: "Pick an existing pool (the list is refreshed each time it is opened). The pool field stays "
+            + "free text: a new id makes a new pool.",
+        ariaLabel: "pick a pool to add to",
+        prompt: "pick a pool…",
+        empty: "no pools yet",
+        onPick: (id) => pickPool(node, id),
+        onOpen: () => refreshPools(),
+    });
+    const status = el("div", { class: "dsg-pool-status", role: "status", text: "nothing added yet in this session" });
+    const element = el("div", { class: "dsg-gate dsg-pool-add" }, [picker.element, status]);
+    const widget = node.addDOMWidget("pool_status", "datasete_pool_status", element, {
+        serialize: false,
+        margin: 6,
+        getMinHeight: () => 62,
+        getValue: () => "",
+        setValue: () => {},
+    });
+    widget.serialize = false;
+    addPanels.set(node, { element, picker, status });
+    followPoolWidget(node);
+    showPools(node);
+    dockWhenUnmounted(node, element, () => `${node.title} #${node.id}`, ADD_DOCK_HEIGHT);
+    node.setSize([Math.max(node.size[0], ADD_MIN_WIDTH), node.computeSize()[1]]);
+}
+
+app.registerExtension({
+    name: "datasete.gates.GridPoolGate",
+
+    async setup() {
+        loadStyles();
+        api.addEventListener(EVENT_PREVIEW, ({ detail }) => tracker.add(detail));
+        api.addEventListener(EVENT_RESOLVED, ({ detail }) => {
+            if (detail?.token && detail.kind === KIND) tracker.drop(detail.token);
+        });
+        api.addEventListener(EVENT_STATUS, ({ detail }) => onStatus(detail));
+        api.addEventListener("reconnected", () => {
+            tracker.refresh();
+            refreshPools();
+        });
+        window.addEventListener("keydown", onKeyDown, { capture: true });
+        await Promise.all([tracker.refresh(), refreshPools()]);
+    },
+
+    nodeCreated(node) {
+        if (isGrid(node)) attachGrid(node);
+        else if (classOf(node) === ADD_CLASS) attachAdd(node);
+    },
+
+    // A loaded or restored workflow gets fresh nodes: show what waits on them.
+    afterConfigureGraph() {
+        for (const node of gridNodes()) {
+            syncGrid(node);
+            showPools(node);
+        }
+        for (const node of addNodes()) {
+            addPanels.get(node).element.dataset.nodeId = String(node.id);
+            showPools(node);
+            const note = notes.get(String(node.id));
+            if (note) addPanels.get(node).status.textContent = note;
+        }
+    },
+});
