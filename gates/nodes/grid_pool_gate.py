@@ -122,7 +122,7 @@ class GridPoolGate:
             return self._run_batch(comfy, images, page_size, unique_id, prompt_id, blocker)
         if pool is None or pool == "":
             ui = tell(comfy, status(unique_id, prompt_id, "", "grid", "no pool given and no images wired: "
-                                    "nothing to review", paused=False))
+                                    "nothing to review", reason="no_pool", paused=False))
             return {"ui": ui, "result": (blocker,) * 4}
         pools.validate_pool_id(pool)
         base = comfy.gate_pool_base()
@@ -131,13 +131,13 @@ class GridPoolGate:
             page = pools.pending_page(base, pool, page_size)
         except pools.PoolNotFound:
             ui = tell(comfy, status(unique_id, prompt_id, pool, "grid", f"pool {pool!r} does not exist",
-                                    paused=False))
+                                    reason="missing", paused=False))
             return {"ui": ui, "result": (blocker,) * 4}
         if not page.items:
             counts = page.counts
             ui = tell(comfy, status(unique_id, prompt_id, pool, "grid",
                                     f"pool {pool!r} has nothing pending (kept {counts['kept']}, "
-                                    f"rejected {counts['rejected']})", paused=False, counts=counts))
+                                    f"rejected {counts['rejected']})", reason="empty", paused=False, counts=counts))
             return {"ui": ui, "result": (blocker,) * 4}
 
         shown = Shown([item.name for item in page.items], [item.pixels for item in page.items],
@@ -156,8 +156,8 @@ class GridPoolGate:
         counts = moved.counts
         text = (f"kept {len(kept)} of {len(shown.names)} · pool: pending {counts['pending']} · "
                 f"kept {counts['kept']} · rejected {counts['rejected']}")
-        ui = tell(comfy, status(unique_id, prompt_id, pool, "grid", text, paused=True, counts=counts,
-                                kept=[shown.names[i] for i in kept]))
+        ui = tell(comfy, status(unique_id, prompt_id, pool, "grid", text, reason="decided", paused=True,
+                                counts=counts, kept=[shown.names[i] for i in kept], shown=len(shown.names)))
 
         def image(index):
             return imaging.uint8_to_image(shown.pixels[index][None])
@@ -187,7 +187,7 @@ class GridPoolGate:
         chosen = set(kept)
         rejected = [i for i in range(total) if i not in chosen]
         ui = tell(comfy, status(unique_id, prompt_id, "", "grid", f"kept {len(kept)} of {total} frames",
-                                paused=True))
+                                reason="batch_decided", paused=True, kept_count=len(kept), shown=total))
         outputs = self._outputs(blocker, [images[i:i + 1] for i in kept], [""] * len(kept),
                                 [images[i:i + 1] for i in rejected], [f"frame_{i:04d}" for i in kept])
         return {"ui": ui, "result": outputs}

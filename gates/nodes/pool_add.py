@@ -16,7 +16,11 @@ UI_KEY = "datasete_pool"
 
 
 def status(node_id, prompt_id, pool: str, kind: str, text: str, **extra) -> dict:
-    """What a pool node tells the browser (the event) and the history (its UI output)."""
+    """What a pool node tells the browser (the event) and the history (its UI output).
+
+    `text` is the English sentence for the log and the history; `reason` and the numbers beside it let
+    the browser say the same in the frontend's language.
+    """
     return {"node_id": None if node_id is None else str(node_id), "prompt_id": prompt_id, "pool": pool,
             "kind": kind, "text": text, **extra}
 
@@ -99,7 +103,7 @@ class AddToImagePool:
         result = pools.add_frames(base, pool, frames, per_frame, bool(skip_duplicates))
         for problem in result.unreadable:
             log.warning("Add to Image Pool: could not check for duplicates: %s", problem)
-        entry = status(unique_id, comfy.current_prompt_id(), pool, "add", result.summary(),
+        entry = status(unique_id, comfy.current_prompt_id(), pool, "add", result.summary(), reason="added",
                        counts=result.counts, added=result.added, duplicates=len(result.duplicates))
         ui = tell(comfy, entry)
         return {"ui": ui, "result": (images, len(result.added), result.counts["pending"])}
