@@ -102,9 +102,13 @@ def review_workflow(pool: str, page_size: int = 16) -> dict:
     return workflow
 
 
-def load(page, workflow: dict, node_id: str = GRID, selector: str = ".dsg-grid") -> None:
+def load(page, workflow: dict, node_id: str = GRID, widget: str = "grid_panel") -> None:
+    """Open `workflow`; ready when the node carries its panel widget (which a frontend without DOM widgets
+    in Nodes 2.0 shows in the pack's dock only once the panel has something to show)."""
     page.evaluate("workflow => window.app.loadGraphData(workflow)", workflow)
-    page.wait_for_selector(f"{selector}[data-node-id='{node_id}']", state="attached")
+    page.wait_for_function(
+        "([id, name]) => (window.app.graph.getNodeById(id)?.widgets ?? []).some(w => w.name === name)",
+        arg=[node_id, widget], timeout=30_000)
 
 
 def panel(page, node_id: str = GRID):
@@ -195,15 +199,14 @@ def test_a_40_image_pool_is_reviewed_in_three_pages_with_clicks_keys_and_buttons
     requests = ChooseRequests(page)
     load(page, review_workflow(pool))
 
+    # --- page 1: the mouse -------------------------------------------------------------------
+    outputs = Outputs(server)
+    entry = queue_grid(page, server)
     # The pool picker lists the pool with its pending count.
     page.wait_for_function(
         "pool => [...document.querySelectorAll(`.dsg-grid select.dsg-slot-pick option`)].some(o => o.value === pool)",
         arg=pool, timeout=15_000)
     assert f"{pool} · 40 pending" in panel(page).locator("select.dsg-slot-pick").inner_text()
-
-    # --- page 1: the mouse -------------------------------------------------------------------
-    outputs = Outputs(server)
-    entry = queue_grid(page, server)
     assert [item["name"] for item in entry["items"]] == [f"{n:06d}" for n in range(1, 17)]
     assert (entry["pending"], entry["remaining"]) == (40, 24)
     gate = panel(page)
@@ -251,9 +254,9 @@ def test_a_40_image_pool_is_reviewed_in_three_pages_with_clicks_keys_and_buttons
     history = server.wait_done(entry["prompt_id"])
     check_decision(server, pool, entry, [0, 5, 9, 10], history, outputs, index_of, sizes)
     assert requests.bodies[-1] == {"token": entry["token"], "keep": [0, 5, 9, 10]}
-    page.wait_for_selector(f".dsg-grid[data-node-id='{GRID}'][data-state='idle']")
-    page.wait_for_function("id => document.querySelector(`.dsg-grid[data-node-id='${id}'] .dsg-grid-hint`)"
-                           ".textContent.startsWith('kept 4 of 16')", arg=GRID, timeout=15_000)
+    page.wait_for_selector(f".dsg-grid[data-node-id='{GRID}'][data-state='idle']", state="attached")
+    page.wait_for_function("id => (document.querySelector(`.dsg-grid[data-node-id='${id}'] .dsg-grid-hint`)"
+                           "?.textContent ?? '').startsWith('kept 4 of 16')", arg=GRID, timeout=15_000)
     assert pool_counts(server, pool) == {"id": pool, "pending": 24, "kept": 4, "rejected": 12}
 
     # --- page 2: the keyboard ----------------------------------------------------------------
@@ -310,7 +313,7 @@ def test_a_40_image_pool_is_reviewed_in_three_pages_with_clicks_keys_and_buttons
     before = {e["token"] for e in server.pending()}
     page.evaluate("() => window.app.queuePrompt(0, 1)")
     page.wait_for_function(
-        "id => document.querySelector(`.dsg-grid[data-node-id='${id}'] .dsg-grid-hint`).textContent"
+        "id => document.querySelector(`.dsg-grid[data-node-id='${id}'] .dsg-grid-hint`)?.textContent"
         ".includes('has nothing pending')", arg=GRID, timeout=30_000)
     assert f"pool '{pool}' has nothing pending" in gate.locator(".dsg-grid-hint").inner_text()
     assert not [e for e in server.pending() if e["token"] not in before]
@@ -337,7 +340,9 @@ def test_a_reloaded_page_and_a_second_tab_show_the_waiting_grid_and_esc_cancels(
     assert history["status"]["status_str"] == "error"
     assert "execution_interrupted" in status_messages(history)
     for tab in (page, second):  # the cancel in one tab clears the other
-        tab.wait_for_selector(f".dsg-grid[data-node-id='{GRID}'][data-state='idle']", timeout=30_000)
+        # (idle, a panel in the dock is hidden: attached, not visible)
+        tab.wait_for_selector(f".dsg-grid[data-node-id='{GRID}'][data-state='idle']", state="attached",
+                              timeout=30_000)
     assert pool_counts(server, pool) == {"id": pool, "pending": 3, "kept": 0, "rejected": 0}, "nothing moved"
 
 
@@ -347,7 +352,7 @@ def test_add_to_image_pool_shows_its_counts_and_an_unknown_pool_says_so(server, 
     workflow = json.loads(OVERNIGHT.read_text())
     add = next(node for node in workflow["nodes"] if str(node["id"]) == ADD)
     add["widgets_values"][0] = pool
-    load(page, workflow, ADD, ".dsg-pool-add")
+    load(page, workflow, ADD, "pool_status")
     page.evaluate("() => window.app.queuePrompt(0, 1)")
     status = page.locator(f".dsg-pool-add[data-node-id='{ADD}'] .dsg-pool-status")
     status.filter(has_text="added 4").wait_for(timeout=60_000)
@@ -364,6 +369,6 @@ def test_add_to_image_pool_shows_its_counts_and_an_unknown_pool_says_so(server, 
     load(page, review_workflow(missing))
     page.evaluate("() => window.app.queuePrompt(0, 1)")
     page.wait_for_function(
-        "id => document.querySelector(`.dsg-grid[data-node-id='${id}'] .dsg-grid-hint`).textContent"
+        "id => document.querySelector(`.dsg-grid[data-node-id='${id}'] .dsg-grid-hint`)?.textContent"
         ".includes('does not exist')", arg=GRID, timeout=60_000)
     assert panel(page).locator(".dsg-grid-hint").inner_text() == f"pool '{missing}' does not exist"

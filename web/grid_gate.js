@@ -11,7 +11,8 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { IdPicker, el, isTyping } from "./gate_panel.js";
 import { GridPanel } from "./grid_panel.js";
-import { dockWhenUnmounted } from "./panel_dock.js";
+import { t } from "./i18n.js";
+import { waitingGates } from "./dock.js";
 import { PauseTracker, postJSON } from "./pause_tracker.js";
 
 const GRID_CLASS = "DataseteGridPoolGate";
@@ -27,9 +28,6 @@ const ROUTE_POOL_LIST = "/datasete_gate/pool/list";
 const GRID_NODE_SIZE = [560, 640];
 const GRID_MIN_HEIGHT = 220;
 const ADD_MIN_WIDTH = 340;
-// Heights of the panels when a frontend cannot show them in their node (see panel_dock.js).
-const GRID_DOCK_HEIGHT = 480;
-const ADD_DOCK_HEIGHT = 70;
 
 const gridPanels = new WeakMap(); // node -> GridPanel
 const addPanels = new WeakMap(); // node -> { element, picker, status }
@@ -89,6 +87,7 @@ function syncGrid(node, note = "") {
         if (!note) panel.setNote(notes.get(String(node.id)) ?? "");
     }
     node.setDirtyCanvas?.(true, true);
+    waitingGates.reconcileSoon();
 }
 
 function selectNode(node) {
@@ -108,14 +107,15 @@ async function answer(node, path, body) {
     try {
         const { status, ok, data } = await postJSON(api, path, { token: entry.token, ...body });
         if (ok) {
-            tracker.drop(entry.token, path === ROUTE_CANCEL ? "cancelled: nothing was moved" : "sent");
+            tracker.drop(entry.token, path === ROUTE_CANCEL ? t("grid.cancelled", "cancelled: nothing was moved")
+                : t("grid.sent", "sent"));
         } else if (status === 404 || status === 409) {
-            tracker.drop(entry.token, "that pause was already answered or has ended");
+            tracker.drop(entry.token, t("gate.alreadyAnswered", "that pause was already answered or has ended"));
         } else {
-            panel.setError(data.error ?? `the server answered ${status}`);
+            panel.setError(data.error ?? t("gate.serverAnswered", "the server answered {status}", { status }));
         }
     } catch (error) {
-        panel.setError(`could not reach the server: ${error.message ?? error}`);
+        panel.setError(t("gate.unreachable", "could not reach the server: {error}", { error: error.message ?? error }));
     } finally {
         if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
     }
@@ -153,7 +153,8 @@ async function refreshPools() {
                 if (response.ok) {
                     const pools = (await response.json()).pools ?? [];
                     poolIds = pools.map((pool) => pool.id);
-                    poolLabels = new Map(pools.map((pool) => [pool.id, `${pool.id} · ${pool.pending} pending`]));
+                    poolLabels = new Map(pools.map((pool) => [pool.id, t("pool.pickerEntry", "{pool} · {pending} pending",
+                                                                          { pool: pool.id, pending: pool.pending })]));
                 }
             } while (request.again);
         } catch (error) {
@@ -188,18 +189,55 @@ function followPoolWidget(node) {
 
 // --- status lines ----------------------------------------------------------------------------
 
+/** What a pool node did, in the frontend's language, from the fields of its status event. */
+function statusText(detail) {
+    const counts = detail.counts ?? {};
+    const totals = { pending: counts.pending, kept: counts.kept, rejected: counts.rejected };
+    switch (detail.reason) {
+        case "added": {
+            let text = t("pool.added", "added {added} · pending {pending} · kept {kept} · rejected {rejected}",
+                         { added: detail.added?.length ?? 0, ...totals });
+            if (detail.duplicates) {
+                text += " · " + t("pool.duplicates", "{count} duplicates skipped", { count: detail.duplicates });
+            }
+            return text;
+        }
+        case "missing":
+            return t("grid.missing", "pool '{pool}' does not exist", { pool: detail.pool });
+        case "empty":
+            return t("grid.empty", "pool '{pool}' has nothing pending (kept {kept}, rejected {rejected})",
+                     { pool: detail.pool, ...totals });
+        case "no_pool":
+            return t("grid.noPool", "no pool given and no images wired: nothing to review");
+        case "decided":
+            return t("grid.decided", "kept {kept} of {shown} · pool: pending {pending} · kept {total_kept} · rejected {rejected}",
+                     { kept: detail.kept?.length ?? 0, shown: detail.shown, pending: counts.pending,
+                       total_kept: counts.kept, rejected: counts.rejected });
+        case "batch_decided":
+            return t("grid.batchDecided", "kept {kept} of {total} frames", { kept: detail.kept_count, total: detail.shown });
+        default:
+            return detail.text ?? "";
+    }
+}
+
 function onStatus(detail) {
     if (!detail || detail.node_id === null || detail.node_id === undefined) return;
     const key = String(detail.node_id);
-    notes.set(key, detail.text ?? "");
+    const text = statusText(detail);
+    notes.set(key, text);
     const node = nodeById(key);
-    if (node && gridPanels.has(node) && !gridPanels.get(node).waiting) gridPanels.get(node).setNote(detail.text);
+    if (node && gridPanels.has(node) && !gridPanels.get(node).waiting) gridPanels.get(node).setNote(text);
     if (node && addPanels.has(node)) {
         addPanels.get(node).element.dataset.nodeId = key;
-        addPanels.get(node).status.textContent = detail.text ?? "";
+        addPanels.get(node).status.textContent = text;
     }
+    waitingGates.reconcileSoon();
     refreshPools();
 }
+
+// --- the dock (dock.js): a waiting grid whose node view cannot show its panel ----------------
+
+waitingGates.addSource(() => gridNodes().map((node) => ({ node, panel: gridPanels.get(node) })));
 
 // --- keys ------------------------------------------------------------------------------------
 
@@ -243,23 +281,22 @@ function attachGrid(node) {
     gridPanels.set(node, panel);
     followPoolWidget(node);
     showPools(node);
-    dockWhenUnmounted(node, panel.element, () => `${node.title} #${node.id}`, GRID_DOCK_HEIGHT);
     // A new node gets its fixed size; a loaded one gets its saved size right after this.
     node.setSize([Math.max(node.size[0], GRID_NODE_SIZE[0]), Math.max(node.size[1], GRID_NODE_SIZE[1])]);
 }
 
 function attachAdd(node) {
     const picker = new IdPicker({
-        label: "pool",
-        title: "Pick an existing pool (the list is refreshed each time it is opened). The pool field stays "
-            + "free text: a new id makes a new pool.",
-        ariaLabel: "pick a pool to add to",
-        prompt: "pick a pool…",
-        empty: "no pools yet",
+        label: t("grid.poolBar", "pool"),
+        title: t("pool.pickerTitle", "Pick an existing pool (the list is refreshed each time it is opened). The pool field stays free text: a new id makes a new pool."),
+        ariaLabel: t("pool.pickerLabel", "pick a pool to add to"),
+        prompt: t("grid.pickPool", "pick a pool…"),
+        empty: t("grid.noPools", "no pools yet"),
         onPick: (id) => pickPool(node, id),
         onOpen: () => refreshPools(),
     });
-    const status = el("div", { class: "dsg-pool-status", role: "status", text: "nothing added yet in this session" });
+    const status = el("div", { class: "dsg-pool-status", role: "status",
+                               text: t("pool.idle", "Adds each frame to the pool without pausing; what it did shows here.") });
     const element = el("div", { class: "dsg-gate dsg-pool-add" }, [picker.element, status]);
     const widget = node.addDOMWidget("pool_status", "datasete_pool_status", element, {
         serialize: false,
@@ -272,7 +309,6 @@ function attachAdd(node) {
     addPanels.set(node, { element, picker, status });
     followPoolWidget(node);
     showPools(node);
-    dockWhenUnmounted(node, element, () => `${node.title} #${node.id}`, ADD_DOCK_HEIGHT);
     node.setSize([Math.max(node.size[0], ADD_MIN_WIDTH), node.computeSize()[1]]);
 }
 

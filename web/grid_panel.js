@@ -7,8 +7,15 @@
 //   viewer: ←/→ previous/next · Space or Enter toggles · Ctrl+Enter sends · Esc (or a click outside) closes
 
 import { IdPicker, el, previewURL } from "./gate_panel.js";
+import { t } from "./i18n.js";
 
 const GAP = 6; // px between tiles; the CSS uses the same
+export const IDLE_HINT = "Pauses here when the workflow runs: a page of the pool shows here as a grid. Click the ones to keep, then Send.";
+
+/** "000012 · 512×384" */
+function describe(item) {
+    return `${item.name}${item.width ? ` · ${item.width}×${item.height}` : ""}`;
+}
 
 export class GridPanel {
     /**
@@ -29,16 +36,15 @@ export class GridPanel {
         this.viewerIndex = null;
         this.element = el("div", { class: "dsg-gate dsg-grid", dataset: { state: "idle" } });
         this.picker = new IdPicker({
-            label: "pool",
-            title: "Pick a pool to review (the list is refreshed each time it is opened). "
-                + "The pool field stays free text: type any id above.",
-            ariaLabel: "pick a pool to review",
-            prompt: "pick a pool…",
-            empty: "no pools yet",
+            label: t("grid.poolBar", "pool"),
+            title: t("grid.poolPickerTitle", "Pick a pool to review (the list is refreshed each time it is opened). The pool field stays free text: type any id above."),
+            ariaLabel: t("grid.poolPickerLabel", "pick a pool to review"),
+            prompt: t("grid.pickPool", "pick a pool…"),
+            empty: t("grid.noPools", "no pools yet"),
             onPick: (id) => hooks.onPickPool(id),
             onOpen: () => hooks.onOpenPicker(),
         });
-        this.hint = el("div", { class: "dsg-hint dsg-grid-hint", text: "waiting for a page of the pool…" });
+        this.hint = el("div", { class: "dsg-hint dsg-grid-hint", text: t("grid.idleHint", IDLE_HINT) });
         this.#buildPause();
         this.element.append(this.picker.element, this.hint, this.pause);
         this.element.addEventListener("pointerdown", () => hooks.onInteract(), { capture: true });
@@ -66,29 +72,31 @@ export class GridPanel {
         this.count = el("span", { class: "dsg-grid-count", role: "status" });
         this.remaining = el("span", { class: "dsg-meta dsg-grid-remaining" });
         const head = el("div", { class: "dsg-head" }, [
-            el("span", { class: "dsg-dot" }), el("span", { class: "dsg-title", text: "Keep or reject" }),
+            el("span", { class: "dsg-dot" }), el("span", { class: "dsg-title", text: t("grid.title", "Keep or reject") }),
             this.source, this.count, this.remaining]);
         this.tiles = el("div", {
-            class: "dsg-grid-tiles", role: "listbox", "aria-multiselectable": "true", "aria-label": "items to keep",
+            class: "dsg-grid-tiles", role: "listbox", "aria-multiselectable": "true",
+            "aria-label": t("grid.tilesLabel", "items to keep"),
         });
         this.status = el("div", { class: "dsg-status", role: "status" });
         this.allButton = el("button", {
-            class: "dsg-tool dsg-grid-all", type: "button", text: "All", title: "Keep every item (A)",
+            class: "dsg-tool dsg-grid-all", type: "button", text: t("grid.all", "All"),
+            title: t("grid.allTitle", "Keep every item (A)"),
             onclick: () => this.setAll(true),
         });
         this.noneButton = el("button", {
-            class: "dsg-tool dsg-grid-none", type: "button", text: "None", title: "Keep none (N)",
+            class: "dsg-tool dsg-grid-none", type: "button", text: t("grid.none", "None"),
+            title: t("grid.noneTitle", "Keep none (N)"),
             onclick: () => this.setAll(false),
         });
         this.sendButton = el("button", {
             class: "dsg-route dsg-grid-send", type: "button",
-            title: "Send: the kept items move to kept/ and go on down the workflow, every other shown item "
-                + "moves to rejected/ (Ctrl+Enter)",
+            title: t("grid.sendTitle", "Send: the kept items move to kept/ and go on down the workflow, every other shown item moves to rejected/ (Ctrl+Enter)"),
             onclick: () => this.send(),
         });
         this.cancelButton = el("button", {
-            class: "dsg-cancel", type: "button", text: "Cancel",
-            title: "Stop this run here; nothing is moved (Esc while the node is selected)",
+            class: "dsg-cancel", type: "button", text: t("panel.cancel", "Cancel"),
+            title: t("grid.cancelTitle", "Stop this run here; nothing is moved (Esc while the node is selected)"),
             onclick: () => this.hooks.onCancel(),
         });
         const actions = el("div", { class: "dsg-routes dsg-grid-actions" }, [
@@ -103,8 +111,8 @@ export class GridPanel {
             const tile = el("button", {
                 class: "dsg-grid-tile", type: "button", role: "option", tabindex: "-1",
                 dataset: { index: String(item.index) },
-                title: `${item.name}${item.width ? ` · ${item.width}×${item.height}` : ""}`
-                    + (caption ? `\n${caption}` : "") + "\nclick: keep or not · double click: full size",
+                title: `${describe(item)}` + (caption ? `\n${caption}` : "")
+                    + `\n${t("grid.tileHint", "click: keep or not · double click: full size")}`,
                 "aria-pressed": "false", "aria-selected": "false",
                 onclick: () => {
                     this.focus = item.index;
@@ -136,9 +144,11 @@ export class GridPanel {
         this.focus = 0;
         this.status.textContent = "";
         this.closeViewer();
-        this.source.textContent = entry.pool ? `pool ${entry.pool}` : "batch";
+        this.source.textContent = entry.pool ? t("grid.fromPool", "pool {pool}", { pool: entry.pool })
+            : t("grid.fromBatch", "batch");
         const more = entry.remaining ?? 0;
-        this.remaining.textContent = more ? `${more} more after this page` : "last page";
+        this.remaining.textContent = more ? t("grid.remaining", "{count} more after this page", { count: more })
+            : t("grid.lastPage", "last page");
         this.#buildTiles(entry);
         this.refresh();
         this.layout();
@@ -157,7 +167,7 @@ export class GridPanel {
 
     /** A status line from the server ("pool 'x' has nothing pending"), shown while idle. */
     setNote(note) {
-        this.hint.textContent = note || "waiting for a page of the pool…";
+        this.hint.textContent = note || t("grid.idleHint", IDLE_HINT);
     }
 
     setBusy(busy) {
@@ -210,8 +220,9 @@ export class GridPanel {
             tile.setAttribute("aria-selected", String(kept));
             tile.toggleAttribute("data-focused", index === this.focus);
         }
-        this.count.textContent = `${this.kept.size} of ${total} kept`;
-        this.sendButton.textContent = this.kept.size ? `Send · keep ${this.kept.size}` : "Send · keep none";
+        this.count.textContent = t("grid.keptCount", "{kept} of {total} kept", { kept: this.kept.size, total });
+        this.sendButton.textContent = this.kept.size ? t("grid.sendKeep", "Send · keep {count}", { count: this.kept.size })
+            : t("grid.sendKeepNone", "Send · keep none");
         this.element.dataset.kept = String(this.kept.size);
         if (this.viewerOpen) this.#showInViewer(this.viewerIndex);
     }
@@ -266,23 +277,25 @@ export class GridPanel {
     }
 
     #buildViewer() {
-        this.viewerImage = el("img", { class: "dsg-grid-full", alt: "full size", draggable: "false",
+        this.viewerImage = el("img", { class: "dsg-grid-full", alt: t("grid.fullSize", "full size"), draggable: "false",
                                        ondblclick: () => this.closeViewer() });
         this.viewerName = el("span", { class: "dsg-grid-viewer-name" });
         this.viewerCaption = el("div", { class: "dsg-grid-viewer-caption" });
         this.viewerKeep = el("button", {
-            class: "dsg-route dsg-grid-viewer-keep", type: "button", title: "Keep or not (Space or Enter)",
+            class: "dsg-route dsg-grid-viewer-keep", type: "button",
+            title: t("grid.viewerKeepTitle", "Keep or not (Space or Enter)"),
             onclick: () => this.toggle(this.viewerIndex),
         });
-        const previous = el("button", { class: "dsg-tool", type: "button", text: "‹", title: "Previous (←)",
+        const previous = el("button", { class: "dsg-tool", type: "button", text: "‹", title: t("grid.previous", "Previous (←)"),
                                         onclick: () => this.stepViewer(-1) });
-        const next = el("button", { class: "dsg-tool", type: "button", text: "›", title: "Next (→)",
+        const next = el("button", { class: "dsg-tool", type: "button", text: "›", title: t("grid.next", "Next (→)"),
                                     onclick: () => this.stepViewer(1) });
-        const close = el("button", { class: "dsg-tool", type: "button", text: "Close", title: "Back to the grid (Esc)",
+        const close = el("button", { class: "dsg-tool", type: "button", text: t("grid.close", "Close"),
+                                     title: t("grid.closeTitle", "Back to the grid (Esc)"),
                                      onclick: () => this.closeViewer() });
         const bar = el("div", { class: "dsg-grid-viewer-bar" }, [previous, this.viewerName, next, this.viewerKeep, close]);
         const figure = el("figure", { class: "dsg-grid-viewer-figure" }, [this.viewerImage, bar, this.viewerCaption]);
-        this.viewer = el("div", { class: "dsg-gate dsg-grid-viewer", role: "dialog", "aria-label": "full size" },
+        this.viewer = el("div", { class: "dsg-gate dsg-grid-viewer", role: "dialog", "aria-label": t("grid.fullSize", "full size") },
                          [figure]);
         this.viewer.addEventListener("mousedown", (event) => {
             if (event.target.closest?.("button")) event.preventDefault();
@@ -301,11 +314,11 @@ export class GridPanel {
         this.viewer.dataset.index = String(index);
         const kept = this.kept.has(index);
         this.viewer.dataset.kept = String(kept);
-        this.viewerName.textContent = `${item.name}${item.width ? ` · ${item.width}×${item.height}` : ""}`
-            + ` · ${index + 1} of ${this.entry.items.length}`;
+        this.viewerName.textContent = `${describe(item)} · `
+            + t("grid.position", "{n} of {count}", { n: index + 1, count: this.entry.items.length });
         this.viewerCaption.textContent = item.caption ?? "";
         this.viewerCaption.hidden = !item.caption;
-        this.viewerKeep.textContent = kept ? "✓ Kept" : "Keep";
+        this.viewerKeep.textContent = kept ? t("grid.viewerKept", "✓ Kept") : t("grid.viewerKeep", "Keep");
         this.viewerKeep.setAttribute("aria-pressed", String(kept));
     }
 
