@@ -87,21 +87,37 @@ def test_the_counter_never_reuses_a_number_after_files_are_deleted_or_moved_away
     assert pools.add_frames(base, "p", [frame(8)]).added == ["000101"]
 
 
-def test_the_counter_is_written_before_the_files_it_names(base, monkeypatch):
-    """A number handed out and then lost (its files deleted) stays used."""
+def test_the_counter_is_on_disk_before_the_files_it_names_appear(base, monkeypatch):
+    """So a number seen on disk is never handed out again, even if its files are deleted afterwards."""
     pools.add_frames(base, "p", [frame(1)])
-    real_write = imaging.write_png
+    counter = os.path.join(base, "p", POOL_COUNTER_FILE)
+    seen = []
+    real_rename = os.rename
+
+    def rename(src, dst, *args, **kwargs):
+        if str(dst).endswith(".png") and not os.path.basename(str(dst)).startswith("."):
+            seen.append((os.path.basename(str(dst)), open(counter).read().strip()))
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(pools.os, "rename", rename)
+    pools.add_frames(base, "p", [frame(2), frame(3)])
+    assert seen == [("000002.png", "4"), ("000003.png", "4")]
+
+
+def test_a_failed_add_leaves_nothing_and_takes_no_number(base, monkeypatch):
+    pools.add_frames(base, "p", [frame(1)])
 
     def fail(path, pixels, *args):
         raise OSError(28, "No space left on device")
 
+    real_write = imaging.write_png
     monkeypatch.setattr(imaging, "write_png", fail)
     with pytest.raises(OSError, match="No space left"):
-        pools.add_frames(base, "p", [frame(2), frame(3)])
+        pools.add_frames(base, "p", [frame(2), frame(3)], ["two", "three"])
     monkeypatch.setattr(imaging, "write_png", real_write)
     assert files(base)["pending"] == ["000001.png"], "a failed add leaves nothing behind"
-    assert not any(n.startswith(".staging") for n in files(base)["."])
-    assert pools.add_frames(base, "p", [frame(2)]).added == ["000004"]
+    assert not any(n.startswith(".staging") for state in files(base).values() for n in state)
+    assert pools.add_frames(base, "p", [frame(2)]).added == ["000002"]
 
 
 def test_concurrent_adders_in_one_process_get_distinct_names(base):
