@@ -84,6 +84,28 @@ export class IdPicker {
     }
 }
 
+const LOW_ZOOM_MARKER = "waiting: zoom in to answer";
+
+/** Zoomed out, the frontend hides DOM widgets and paints a plain block where they were: a waiting gate
+ * paints this marker over that block from its widget's draw(), so it never looks idle. */
+export function drawWaitingMarker(node, ctx, widgetY = 0) {
+    const [width, height] = node.size;
+    const room = Math.max(40, height - widgetY);
+    const band = Math.min(160, Math.max(60, room * 0.5));
+    const top = widgetY + (room - band) / 2;
+    ctx.save();
+    ctx.fillStyle = "rgba(255, 64, 129, 0.92)";
+    ctx.beginPath();
+    ctx.roundRect?.(8, top, width - 16, band, 12) ?? ctx.rect(8, top, width - 16, band);
+    ctx.fill();
+    ctx.fillStyle = "#fff";
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    ctx.font = `bold ${Math.round(Math.min(40, band * 0.38))}px sans-serif`;
+    ctx.fillText(t("gate.lowZoomMarker", LOW_ZOOM_MARKER), width / 2, top + band / 2, width - 32);
+    ctx.restore();
+}
+
 export function previewURL(image, apiURL) {
     const query = new URLSearchParams({
         filename: image.filename, subfolder: image.subfolder ?? "", type: image.type ?? "temp",

@@ -9,7 +9,7 @@
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { IdPicker, el, isTyping } from "./gate_panel.js";
+import { IdPicker, drawWaitingMarker, el, isTyping } from "./gate_panel.js";
 import { GridPanel } from "./grid_panel.js";
 import { t } from "./i18n.js";
 import { waitingGates } from "./dock.js";
@@ -283,6 +283,13 @@ function attachGrid(node) {
     showPools(node);
     // A new node gets its fixed size; a loaded one gets its saved size right after this.
     node.setSize([Math.max(node.size[0], GRID_NODE_SIZE[0]), Math.max(node.size[1], GRID_NODE_SIZE[1])]);
+    // Zoomed out the frontend hides the grid: mark a waiting one, as the Image Gate does.
+    const drawWidget = widget.draw;
+    widget.draw = function (ctx, drawnNode, width, y, ...rest) {
+        const result = drawWidget?.call(this, ctx, drawnNode, width, y, ...rest);
+        if (panel.waiting && app.canvas?.low_quality) drawWaitingMarker(drawnNode ?? node, ctx, y);
+        return result;
+    };
 }
 
 function attachAdd(node) {
