@@ -346,21 +346,44 @@ def test_a_reloaded_page_and_a_second_tab_show_the_waiting_grid_and_esc_cancels(
     assert pool_counts(server, pool) == {"id": pool, "pending": 3, "kept": 0, "rejected": 0}, "nothing moved"
 
 
-def test_add_to_image_pool_shows_its_counts_and_an_unknown_pool_says_so(server, context, page_errors):
+def history_statuses(server, node_id: str, pool: str) -> list[str]:
+    """The status lines a pool node of `pool` left in /history (its UI output), oldest first."""
+    found = []
+    for entry in server.get_json("/history").values():
+        for status in entry.get("outputs", {}).get(node_id, {}).get("datasete_pool", []):
+            if status.get("pool") == pool:
+                found.append(status["text"])
+    return found
+
+
+def wait_for_history_status(server, node_id: str, pool: str, count: int, timeout: float = SETTLE) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = history_statuses(server, node_id, pool)
+        if len(found) >= count:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"no status of pool {pool!r} in the history:\n{server.log_tail()}")
+
+
+def test_add_to_image_pool_shows_its_counts_and_an_unknown_pool_says_so(server, frontend, context, page_errors):
     pool = f"add_{uuid.uuid4().hex[:8]}"
     page = open_comfy(context, server, page_errors)
     workflow = json.loads(OVERNIGHT.read_text())
     add = next(node for node in workflow["nodes"] if str(node["id"]) == ADD)
     add["widgets_values"][0] = pool
     load(page, workflow, ADD, "pool_status")
-    page.evaluate("() => window.app.queuePrompt(0, 1)")
     status = page.locator(f".dsg-pool-add[data-node-id='{ADD}'] .dsg-pool-status")
-    status.filter(has_text="added 4").wait_for(timeout=60_000)
-    assert status.inner_text() == "added 4 · pending 4 · kept 0 · rejected 0"
-    # Again: the same four frames are in the pool already.
-    page.evaluate("() => window.app.queuePrompt(0, 1)")
-    status.filter(has_text="duplicates skipped").wait_for(timeout=60_000)
-    assert status.inner_text() == "added 0 · pending 4 · kept 0 · rejected 0 · 4 duplicates skipped"
+    first = "added 4 · pending 4 · kept 0 · rejected 0"
+    again = "added 0 · pending 4 · kept 0 · rejected 0 · 4 duplicates skipped"
+    for run, expected in enumerate((first, again), start=1):  # the second run: the same four frames again
+        page.evaluate("() => window.app.queuePrompt(0, 1)")
+        assert wait_for_history_status(server, ADD, pool, run)[-1] == expected
+        if frontend.nodes_show_dom_widgets:
+            status.filter(has_text=expected).wait_for(timeout=30_000)
+            assert status.inner_text() == expected
+        # (1.27's Nodes 2.0 mounts no DOM widget and only waiting gates go to the dock: an idle pool node's
+        # line is then in the log and the history only; see README, Tested with.)
     folder = server.input_dir / "gate_pool" / pool / "pending"
     assert sorted(p.name for p in folder.iterdir()) == [f"00000{n}.{e}" for n in range(1, 5) for e in ("png", "txt")]
     assert (folder / "000002.txt").read_bytes() == b"an orange square"
@@ -368,7 +391,9 @@ def test_add_to_image_pool_shows_its_counts_and_an_unknown_pool_says_so(server, 
     missing = f"missing_{uuid.uuid4().hex[:8]}"
     load(page, review_workflow(missing))
     page.evaluate("() => window.app.queuePrompt(0, 1)")
-    page.wait_for_function(
-        "id => document.querySelector(`.dsg-grid[data-node-id='${id}'] .dsg-grid-hint`)?.textContent"
-        ".includes('does not exist')", arg=GRID, timeout=60_000)
-    assert panel(page).locator(".dsg-grid-hint").inner_text() == f"pool '{missing}' does not exist"
+    assert wait_for_history_status(server, GRID, missing, 1) == [f"pool '{missing}' does not exist"]
+    if frontend.nodes_show_dom_widgets:
+        page.wait_for_function(
+            "id => document.querySelector(`.dsg-grid[data-node-id='${id}'] .dsg-grid-hint`)?.textContent"
+            ".includes('does not exist')", arg=GRID, timeout=60_000)
+        assert panel(page).locator(".dsg-grid-hint").inner_text() == f"pool '{missing}' does not exist"

@@ -9,17 +9,15 @@
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { IdPicker, drawWaitingMarker, el, isTyping } from "./gate_panel.js";
+import { waitingGates } from "./dock.js";
+import { IdPicker, drawWaitingMarker, el } from "./gate_panel.js";
 import { GridPanel } from "./grid_panel.js";
 import { t } from "./i18n.js";
-import { waitingGates } from "./dock.js";
-import { PauseTracker, postJSON } from "./pause_tracker.js";
+import { isTyping, PauseTracker } from "./pause_client.js";
 
 const GRID_CLASS = "DataseteGridPoolGate";
 const ADD_CLASS = "DataseteAddToImagePool";
 const KIND = "grid";
-const EVENT_PREVIEW = "datasete_gate.preview";
-const EVENT_RESOLVED = "datasete_gate.resolved";
 const EVENT_STATUS = "datasete_gate.pool_status";
 const ROUTE_CHOOSE = "/datasete_gate/choose";
 const ROUTE_CANCEL = "/datasete_gate/cancel";
@@ -35,12 +33,9 @@ const notes = new Map(); // node_id -> the last status text the server sent for 
 let poolIds = [];
 let poolLabels = new Map();
 
-const tracker = new PauseTracker({
-    kind: KIND, api,
-    onChange: (nodeId, note) => {
-        const node = nodeById(nodeId);
-        if (node && gridPanels.has(node)) syncGrid(node, note);
-    },
+const tracker = new PauseTracker(api, KIND, (nodeId, note = "") => {
+    const node = nodeById(nodeId);
+    if (node && gridPanels.has(node)) syncGrid(node, note);
 });
 
 // --- styles ----------------------------------------------------------------------------------
@@ -79,7 +74,7 @@ function addNodes() {
 function syncGrid(node, note = "") {
     const panel = gridPanels.get(node);
     panel.element.dataset.nodeId = String(node.id); // lets scripts and tests find a node's panel
-    const entry = tracker.get(node.id);
+    const entry = tracker.entryFor(node.id);
     if (entry) {
         panel.showPause(entry);
     } else {
@@ -98,27 +93,16 @@ function selectNode(node) {
 
 // --- answering -------------------------------------------------------------------------------
 
-async function answer(node, path, body) {
+async function answer(node, path, body, doneNote) {
     const panel = gridPanels.get(node);
     const entry = panel?.entry;
     if (!entry || panel.busy) return;
     panel.setBusy(true);
     panel.setError("");
-    try {
-        const { status, ok, data } = await postJSON(api, path, { token: entry.token, ...body });
-        if (ok) {
-            tracker.drop(entry.token, path === ROUTE_CANCEL ? t("grid.cancelled", "cancelled: nothing was moved")
-                : t("grid.sent", "sent"));
-        } else if (status === 404 || status === 409) {
-            tracker.drop(entry.token, t("gate.alreadyAnswered", "that pause was already answered or has ended"));
-        } else {
-            panel.setError(data.error ?? t("gate.serverAnswered", "the server answered {status}", { status }));
-        }
-    } catch (error) {
-        panel.setError(t("gate.unreachable", "could not reach the server: {error}", { error: error.message ?? error }));
-    } finally {
-        if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
-    }
+    const result = await tracker.answer(entry, path, body);
+    if (result.ok && doneNote && !panel.waiting) panel.showIdle(doneNote);
+    if (result.error) panel.setError(result.error);
+    if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
 }
 
 // --- the pool picker -------------------------------------------------------------------------
@@ -262,8 +246,8 @@ function onKeyDown(event) {
 
 function attachGrid(node) {
     const panel = new GridPanel({
-        onSend: (keep) => answer(node, ROUTE_CHOOSE, { keep }),
-        onCancel: () => answer(node, ROUTE_CANCEL, {}),
+        onSend: (keep) => answer(node, ROUTE_CHOOSE, { keep }, t("grid.sent", "sent")),
+        onCancel: () => answer(node, ROUTE_CANCEL, {}, t("grid.cancelled", "cancelled: nothing was moved")),
         onPickPool: (id) => pickPool(node, id),
         onOpenPicker: () => refreshPools(),
         onInteract: () => selectNode(node),
@@ -324,17 +308,10 @@ app.registerExtension({
 
     async setup() {
         loadStyles();
-        api.addEventListener(EVENT_PREVIEW, ({ detail }) => tracker.add(detail));
-        api.addEventListener(EVENT_RESOLVED, ({ detail }) => {
-            if (detail?.token && detail.kind === KIND) tracker.drop(detail.token);
-        });
         api.addEventListener(EVENT_STATUS, ({ detail }) => onStatus(detail));
-        api.addEventListener("reconnected", () => {
-            tracker.refresh();
-            refreshPools();
-        });
+        api.addEventListener("reconnected", () => refreshPools());
         window.addEventListener("keydown", onKeyDown, { capture: true });
-        await Promise.all([tracker.refresh(), refreshPools()]);
+        await Promise.all([tracker.listen(), refreshPools()]);
     },
 
     nodeCreated(node) {
