@@ -30,6 +30,7 @@ const ADD_MIN_WIDTH = 340;
 const gridPanels = new WeakMap(); // node -> GridPanel
 const addPanels = new WeakMap(); // node -> { element, picker, status }
 const notes = new Map(); // node_id -> the last status text the server sent for it
+const statusCount = new Map(); // node_id -> how many status events came for it
 let poolIds = [];
 let poolLabels = new Map();
 
@@ -99,8 +100,15 @@ async function answer(node, path, body, doneNote) {
     if (!entry || panel.busy) return;
     panel.setBusy(true);
     panel.setError("");
+    const key = String(node.id);
+    const statusesBefore = statusCount.get(key) ?? 0;
     const result = await tracker.answer(entry, path, body);
-    if (result.ok && doneNote && !panel.waiting) panel.showIdle(doneNote);
+    if (result.ok && doneNote && !panel.waiting) {
+        // The server's own line ("kept 3 of 16 · …") may have come over the websocket before this answer
+        // did: it says more than "sent", so it stays.
+        const newer = (statusCount.get(key) ?? 0) > statusesBefore;
+        panel.showIdle(newer ? notes.get(key) : doneNote);
+    }
     if (result.error) panel.setError(result.error);
     if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
 }
@@ -209,6 +217,7 @@ function onStatus(detail) {
     const key = String(detail.node_id);
     const text = statusText(detail);
     notes.set(key, text);
+    statusCount.set(key, (statusCount.get(key) ?? 0) + 1);
     const node = nodeById(key);
     if (node && gridPanels.has(node) && !gridPanels.get(node).waiting) gridPanels.get(node).setNote(text);
     if (node && addPanels.has(node)) {
