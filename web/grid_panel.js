@@ -45,8 +45,9 @@ export class GridPanel {
             onOpen: () => hooks.onOpenPicker(),
         });
         this.hint = el("div", { class: "dsg-hint dsg-grid-hint", text: t("grid.idleHint", IDLE_HINT) });
+        this.idle = el("div", { class: "dsg-idle" }, [this.hint]); // shown while idle (image_gate.css)
         this.#buildPause();
-        this.element.append(this.picker.element, this.hint, this.pause);
+        this.element.append(this.picker.element, this.idle, this.pause);
         this.element.addEventListener("pointerdown", () => hooks.onInteract(), { capture: true });
         // Buttons do not take the focus when clicked: the keys must keep going to the grid, and Space on a
         // focused button would press it.
