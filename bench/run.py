@@ -14,7 +14,8 @@ import traceback
 from bench.common import COMFY_SKIP, Row, comfy_env, ms, size_label
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MEASUREMENTS = ("codecs", "preview", "publish_load", "resume", "list", "memory", "throughput", "fastpaths", "loader")
+MEASUREMENTS = ("codecs", "preview", "publish_load", "resume", "list", "memory", "throughput", "fastpaths", "loader",
+                "pool")
 
 
 def _size(entry) -> str:
@@ -39,6 +40,26 @@ def _load_rows(results, label) -> list[Row]:
                 f"{ms(r['reference_s'])} (bare decode + LoadImage's conversion); "
                 f"{r['vs_comfy_load_image']:.2f}x of LoadImage via Pillow",
                 r["ratio"], "<= 1.10x", r["ratio"] <= 1.10, r) for r in results]
+
+
+def _pool_rows(r, label) -> list[Row]:
+    add = r["add"]
+    name = "SaveImage" if add["reference"] == "comfy" else "SaveImage replica"
+    rows = [Row("10 pool add" + label, f"{add['items']} items, {add['side']}x{add['side']}",
+                f"{ms(add['ours_s'] / add['items'])}/item",
+                f"{ms(add['reference_s'] / add['items'])}/item ({name}); last 100 items "
+                f"{add['last_100_ratio']:.2f}x; on disk {add['pool_bytes'] / add['reference_bytes']:.2f}x "
+                "of SaveImage's",
+                add["ratio"], "<= 1.10x", add["ratio"] <= 1.10, {**add, "backend": r["backend"]})]
+    for page in r["pages"]:
+        name = "PreviewImage" if page["reference"] == "comfy" else "PreviewImage replica"
+        case = f"{page['tiles']} tiles of {page['side']}x{page['side']}"
+        rows.append(Row("11 grid page" + label, case, ms(page["ours_s"]), f"{ms(page['reference_s'])} ({name})",
+                        page["ratio"], "<= 1.0x", page["ratio"] <= 1.0, {**page, "backend": r["backend"]}))
+        rows.append(Row("11 grid page bytes" + label, case, f"{page['thumb_bytes'] / 1024:.0f} KiB of thumbnails",
+                        f"{page['preview_bytes'] / 1024:.0f} KiB of PreviewImage PNGs", page["bytes_ratio"],
+                        "<= 0.10x", page["bytes_ratio"] <= 0.10, {**page, "backend": r["backend"]}))
+    return rows
 
 
 def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
@@ -137,6 +158,14 @@ def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
                         f"{r['subfolders_warm_s'] * 1e6:.0f} us",
                         r["ratio"], "<= 0.1x", r["ratio"] <= 0.1, r))
 
+    def do_pool():
+        from bench import pool
+
+        for backend in alternatives:
+            label = "" if backend is None else " (without deflate)"
+            r = pool.run(quick, comfy, backend)
+            rows.extend(_pool_rows(r, label))
+
     step("codecs", do_codecs)
     step("preview", do_preview)
     step("publish_load", do_bus)
@@ -146,6 +175,7 @@ def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
     step("throughput", do_throughput)
     step("fastpaths", do_fastpaths)
     step("loader", do_loader)
+    step("pool", do_pool)
     if comfy is None and "preview" in only:
         log("[bench] preview reference is a replica of PreviewImage's code path: " + COMFY_SKIP)
     return rows, extra

@@ -79,3 +79,32 @@ MAX_TEXT_BYTES = 1024 * 1024
 # The folder picker lists input subfolders this deep, and at most this many.
 FOLDER_PICKER_DEPTH = 4
 FOLDER_PICKER_LIMIT = 2000
+
+# --- the image pool and the Grid Pool Gate --------------------------------------------------
+
+POOL_NODE_ID = "DataseteAddToImagePool"
+POOL_NODE_DISPLAY_NAME = "Add to Image Pool"
+GRID_NODE_ID = "DataseteGridPoolGate"
+GRID_NODE_DISPLAY_NAME = "Grid Pool Gate"
+
+ROUTE_POOL_LIST = f"/{PACKAGE_PREFIX}/pool/list"
+# What a pool node did or why it did not pause ("pool 'x' has nothing pending"), for every tab.
+EVENT_POOL_STATUS = f"{PACKAGE_PREFIX}.pool_status"
+
+KIND_GRID = "grid"
+SOURCE_POOL = "pool"
+
+# input/gate_pool/<pool>/{pending,kept,rejected}/<name>.png (+ <name>.txt): state is the folder.
+POOL_DIR_NAME = "gate_pool"
+POOL_PENDING, POOL_KEPT, POOL_REJECTED = "pending", "kept", "rejected"
+POOL_STATES = (POOL_PENDING, POOL_KEPT, POOL_REJECTED)
+POOL_NAME_DIGITS = 6                  # 000001, 000002, ...
+POOL_COUNTER_FILE = ".next"           # the next number; max(existing names) + 1 is its floor
+POOL_INDEX_FILE = ".index"            # pixel hashes for skip_duplicates: a cache, rebuilt from the files
+POOL_LOCK_FILE = ".lock"              # held while a pool changes, so processes take turns
+POOL_STAGING_PREFIX = ".staging-"     # hidden scratch names; never an item
+
+GRID_PAGE_SIZE_DEFAULT = 16
+GRID_PAGE_SIZE_MAX = 64
+# Thumbnails for the grid: the longest side, in pixels. The full size is one double click away.
+GRID_THUMB_SIZE = 256

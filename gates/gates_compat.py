@@ -84,3 +84,12 @@ def prompt_queue():
         return None
     server = getattr(PromptServer, "instance", None)
     return getattr(server, "prompt_queue", None)
+
+
+def gate_pool_base() -> str:
+    """ComfyUI's input folder + gate_pool: where the image pools live."""
+    import folder_paths
+
+    from .constants import POOL_DIR_NAME
+
+    return os.path.join(folder_paths.get_input_directory(), POOL_DIR_NAME)

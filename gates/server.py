@@ -14,13 +14,14 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from . import imagebus, imaging
+from . import imagebus, imaging, pools
 from .constants import (
     MAX_REQUEST_BYTES,
     ROUTE_BUS_LIST,
     ROUTE_CANCEL,
     ROUTE_CHOOSE,
     ROUTE_PENDING,
+    ROUTE_POOL_LIST,
 )
 from .pause import GATES, KIND_IMAGE, GateBus, GateError, validate_route
 
@@ -90,9 +91,10 @@ def _guarded(handler):
 
 def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = None,
                   max_body: int = MAX_REQUEST_BYTES, input_dir: Callable[[], str] | None = None,
-                  user_dir: Callable[[], str] | None = None) -> dict:
+                  user_dir: Callable[[], str] | None = None, pool_base: Callable[[], str] | None = None) -> dict:
     """The route handlers, bound to a GateBus, a way to find the slot folder and a body size limit
-    (and, for the folder loader's routes, ways to find the input and user folders)."""
+    (and, for the folder loader's routes, ways to find the input and user folders; for the pool list,
+    the pool folder)."""
 
     async def pending(_request):
         return web.json_response({"pending": bus.pending()})
@@ -135,12 +137,26 @@ def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = Non
             return web.json_response({"ids": [], "error": f"cannot list {base}: {exc.strerror or exc}"})
         return web.json_response({"ids": ids})
 
+    async def pool_list(_request):
+        if pool_base is None:
+            from .gates_compat import gate_pool_base
+
+            base = gate_pool_base()
+        else:
+            base = pool_base()
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(None, pools.list_pools, base)
+        except OSError as exc:
+            return web.json_response({"pools": [], "error": f"cannot list {base}: {exc.strerror or exc}"})
+        return web.json_response({"pools": found})
+
     return {
         ("GET", ROUTE_PENDING): _guarded(pending),
         ("POST", ROUTE_CHOOSE): _guarded(choose),
         ("POST", ROUTE_CANCEL): _guarded(cancel),
         ("GET", ROUTE_BUS_LIST): _guarded(bus_list),
         **loader_handlers(max_body, input_dir, user_dir),
+        ("GET", ROUTE_POOL_LIST): _guarded(pool_list),
     }
 
 

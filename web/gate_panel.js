@@ -30,6 +30,82 @@ export function el(tag, props = {}, children = []) {
     return node;
 }
 
+/**
+ * A picker of ids the server lists (bus slots, pools) for a free-text widget: a labelled <select> that
+ * asks for a fresh list each time it is opened. The widget itself stays free text.
+ */
+export class IdPicker {
+    /**
+     * @param {object} options
+     * @param {string} options.label the text before the list
+     * @param {string} options.title the tooltip
+     * @param {string} options.ariaLabel
+     * @param {string} options.prompt the first option when there are ids ("pick a slot…")
+     * @param {string} options.empty the first option when there are none ("no slots published yet")
+     * @param {(id: string) => void} options.onPick
+     * @param {() => void} options.onOpen
+     * @param {string} [options.barClass] @param {string} [options.selectClass]
+     */
+    constructor(options) {
+        this.options = options;
+        this.ids = [];
+        this.labels = new Map();
+        this.select = el("select", {
+            class: options.selectClass ?? "dsg-slot-pick", title: options.title, "aria-label": options.ariaLabel,
+            onchange: () => {
+                const id = this.select.value;
+                if (id) options.onPick(id);
+                this.#syncSelection(id);
+            },
+        });
+        // Opening the list (mouse or keyboard) refreshes it from the server.
+        for (const type of ["pointerdown", "focus"]) this.select.addEventListener(type, () => options.onOpen());
+        this.element = el("label", { class: options.barClass ?? "dsg-slotbar" }, [
+            el("span", { class: "dsg-slotbar-label", text: options.label }), this.select]);
+        this.setIds([], "");
+    }
+
+    /** Show `ids` (with an optional label per id); `current` is the widget's value. */
+    setIds(ids, current, labels = new Map()) {
+        const same = ids.length === this.ids.length && ids.every((id, i) => id === this.ids[i])
+            && ids.every((id) => (labels.get(id) ?? id) === (this.labels.get(id) ?? id));
+        if (!same || !this.select.options.length) {
+            this.ids = [...ids];
+            this.labels = new Map(labels);
+            const options = [el("option", { value: "", text: ids.length ? this.options.prompt : this.options.empty })];
+            for (const id of ids) options.push(el("option", { value: id, text: labels.get(id) ?? id }));
+            this.select.replaceChildren(...options);
+        }
+        this.#syncSelection(current);
+    }
+
+    #syncSelection(current) {
+        this.select.value = this.ids.includes(current) ? current : "";
+    }
+}
+
+const LOW_ZOOM_MARKER = "waiting: zoom in to answer";
+
+/** Zoomed out, the frontend hides DOM widgets and paints a plain block where they were: a waiting gate
+ * paints this marker over that block from its widget's draw(), so it never looks idle. */
+export function drawWaitingMarker(node, ctx, widgetY = 0) {
+    const [width, height] = node.size;
+    const room = Math.max(40, height - widgetY);
+    const band = Math.min(160, Math.max(60, room * 0.5));
+    const top = widgetY + (room - band) / 2;
+    ctx.save();
+    ctx.fillStyle = "rgba(255, 64, 129, 0.92)";
+    ctx.beginPath();
+    ctx.roundRect?.(8, top, width - 16, band, 12) ?? ctx.rect(8, top, width - 16, band);
+    ctx.fill();
+    ctx.fillStyle = "#fff";
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    ctx.font = `bold ${Math.round(Math.min(40, band * 0.38))}px sans-serif`;
+    ctx.fillText(t("gate.lowZoomMarker", LOW_ZOOM_MARKER), width / 2, top + band / 2, width - 32);
+    ctx.restore();
+}
+
 export function previewURL(image, apiURL) {
     const query = new URLSearchParams({
         filename: image.filename, subfolder: image.subfolder ?? "", type: image.type ?? "temp",
@@ -52,7 +128,6 @@ export class GatePanel {
         this.entry = null;
         this.frame = 0;
         this.busy = false;
-        this.slotIds = [];
         this.element = el("div", { class: "dsg-gate", dataset: { state: "idle" } });
         this.#buildSlotBar();
         this.hint = el("div", { class: "dsg-hint", text: t("panel.idleHint", IDLE_HINT) });
@@ -85,40 +160,22 @@ export class GatePanel {
     // --- the get_id picker --------------------------------------------------------------
 
     #buildSlotBar() {
-        this.slotSelect = el("select", {
-            class: "dsg-slot-pick",
-            title: "Pick a disk bus slot for get_id (the list is refreshed each time it is opened). "
-                + "get_id itself stays free text: type any id above.",
-            "aria-label": "pick a bus slot for get_id",
-            onchange: () => {
-                const id = this.slotSelect.value;
-                if (id) this.hooks.onPickSlot(id);
-                this.#syncSlotSelection(id);
-            },
+        this.slotPicker = new IdPicker({
+            label: t("panel.slotBar", "get_id slot"),
+            title: t("panel.slotPickerTitle", "Pick a disk bus slot for get_id (the list is refreshed each time it is opened). get_id itself stays free text: type any id above."),
+            ariaLabel: t("panel.slotPickerLabel", "pick a bus slot for get_id"),
+            prompt: t("panel.pickSlot", "pick a slot…"),
+            empty: t("panel.noSlots", "no slots published yet"),
+            onPick: (id) => this.hooks.onPickSlot(id),
+            onOpen: () => this.hooks.onOpenPicker(),
         });
-        // Opening the list (mouse or keyboard) refreshes it from the server.
-        for (const type of ["pointerdown", "focus"]) {
-            this.slotSelect.addEventListener(type, () => this.hooks.onOpenPicker());
-        }
-        this.slotBar = el("label", { class: "dsg-slotbar" }, [
-            el("span", { class: "dsg-slotbar-label", text: t("panel.slotBar", "get_id slot") }), this.slotSelect]);
-        this.setSlots([], "");
+        this.slotSelect = this.slotPicker.select;
+        this.slotBar = this.slotPicker.element;
     }
 
     /** Show `ids` in the picker; `current` is the get_id widget's value. */
     setSlots(ids, current) {
-        const same = ids.length === this.slotIds.length && ids.every((id, i) => id === this.slotIds[i]);
-        if (!same || !this.slotSelect.options.length) {
-            this.slotIds = [...ids];
-            const options = [el("option", { value: "", text: ids.length ? t("panel.pickSlot", "pick a slot…") : t("panel.noSlots", "no slots published yet") })];
-            for (const id of ids) options.push(el("option", { value: id, text: id }));
-            this.slotSelect.replaceChildren(...options);
-        }
-        this.#syncSlotSelection(current);
-    }
-
-    #syncSlotSelection(current) {
-        this.slotSelect.value = this.slotIds.includes(current) ? current : "";
+        this.slotPicker.setIds(ids, current);
     }
 
     // --- the pause ----------------------------------------------------------------------

@@ -8,7 +8,7 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { waitingGates } from "./dock.js";
-import { GatePanel } from "./gate_panel.js";
+import { GatePanel, drawWaitingMarker } from "./gate_panel.js";
 import { t } from "./i18n.js";
 
 const NODE_CLASS = "DataseteImageGate";
@@ -21,7 +21,6 @@ const ROUTE_BUS_LIST = "/datasete_gate/bus/list";
 const PANEL_WIDGET = "gate_panel";
 // A new gate node's width: room for the tools row and two labelled route buttons.
 const DEFAULT_WIDTH = 420;
-const LOW_ZOOM_MARKER = "waiting: zoom in to answer";
 
 // node_id (as the server sends it) -> pending entry. Kept apart from the nodes because
 // the preview can arrive before the graph is loaded, or for a node of another workflow.
@@ -363,24 +362,6 @@ function attachPanel(node) {
         if (panel.waiting && app.canvas?.low_quality) drawWaitingMarker(drawnNode ?? node, ctx, y);
         return result;
     };
-}
-
-function drawWaitingMarker(node, ctx, widgetY = 0) {
-    const [width, height] = node.size;
-    const room = Math.max(40, height - widgetY);
-    const band = Math.min(160, Math.max(60, room * 0.5));
-    const top = widgetY + (room - band) / 2;
-    ctx.save();
-    ctx.fillStyle = "rgba(255, 64, 129, 0.92)";
-    ctx.beginPath();
-    ctx.roundRect?.(8, top, width - 16, band, 12) ?? ctx.rect(8, top, width - 16, band);
-    ctx.fill();
-    ctx.fillStyle = "#fff";
-    ctx.textAlign = "center";
-    ctx.textBaseline = "middle";
-    ctx.font = `bold ${Math.round(Math.min(40, band * 0.38))}px sans-serif`;
-    ctx.fillText(t("gate.lowZoomMarker", LOW_ZOOM_MARKER), width / 2, top + band / 2, width - 32);
-    ctx.restore();
 }
 
 // --- outputs follow `routes` -----------------------------------------------------------

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import logging
 
-from ..constants import NODE_DISPLAY_NAME, NODE_ID
+from ..constants import (
+    GRID_NODE_DISPLAY_NAME,
+    GRID_NODE_ID,
+    NODE_DISPLAY_NAME,
+    NODE_ID,
+    POOL_NODE_DISPLAY_NAME,
+    POOL_NODE_ID,
+)
+from .grid_pool_gate import GridPoolGate
 from .image_gate import ImageGate, drop_empty_slot_ids
+from .pool_add import AddToImagePool
 
-NODE_CLASS_MAPPINGS = {NODE_ID: ImageGate}
-NODE_DISPLAY_NAME_MAPPINGS = {NODE_ID: NODE_DISPLAY_NAME}
+NODE_CLASS_MAPPINGS = {NODE_ID: ImageGate, POOL_NODE_ID: AddToImagePool, GRID_NODE_ID: GridPoolGate}
+NODE_DISPLAY_NAME_MAPPINGS = {NODE_ID: NODE_DISPLAY_NAME, POOL_NODE_ID: POOL_NODE_DISPLAY_NAME,
+                              GRID_NODE_ID: GRID_NODE_DISPLAY_NAME}
 
 # Run on every queued prompt before ComfyUI validates it.
 PROMPT_HANDLERS = (drop_empty_slot_ids,)
