@@ -1,8 +1,9 @@
 """The Text Gate and the Image Folder Loader in the real ComfyUI frontend, driven in Debian chromium.
 
-The example workflow caption_folder.json (Loader -> Text Gate -> Image Gate -> Keep / Reject) is
-loaded as a person would open it, pointed at a small dataset, queued, and the caption is edited with
-the keyboard; what Approve wrote is checked on disk byte for byte.
+The example workflow caption_folder.json (Loader -> Text Gate -> Image Gate -> keep: Add to Image Pool /
+reject) is loaded as a person would open it, pointed at a small dataset and a pool of its own, queued,
+and the caption is edited with the keyboard; what Approve wrote, and what reached the pool, is checked on
+disk byte for byte.
 
 Set DATASETE_UPDATE_SCREENSHOT=1 to refresh docs/text_gate_paused.png (from the pinned-classic run).
 """
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.browser
 
 EXAMPLE = REPO_ROOT / "example_workflows" / "caption_folder.json"
 SCREENSHOT = REPO_ROOT / "docs" / "text_gate_paused.png"
-LOADER, TEXT_GATE, IMAGE_GATE = "1", "2", "3"
+LOADER, TEXT_GATE, IMAGE_GATE, POOL = "1", "2", "3", "4"
 SETTLE_SECONDS = 60.0
 BOM = b"\xef\xbb\xbf"
 FIRST_CAPTION = "a cat on a mat"
@@ -63,13 +64,25 @@ def new_dataset(server) -> str:
 
 
 def example(folder: str, trigger: str = "") -> dict:
+    """The example, walking `folder`; what is kept goes to a pool named after the folder (bt_<id>)."""
     workflow = json.loads(EXAMPLE.read_text())
     for node in workflow["nodes"]:
+        if str(node["id"]) == POOL:
+            node["widgets_values"][0] = pool_of(folder)
         if str(node["id"]) == LOADER:
             node["widgets_values"][0] = folder
         if str(node["id"]) == TEXT_GATE:
             node["widgets_values"][2] = trigger
     return workflow
+
+
+def pool_of(folder: str) -> str:
+    return folder.rsplit("/", 1)[-1]
+
+
+def pool_pending(server, folder: str) -> NewOutputs:
+    """The images the example's Add to Image Pool writes (input/gate_pool/<pool>/pending/) from now on."""
+    return NewOutputs(server.input_dir / "gate_pool" / pool_of(folder) / "pending")
 
 
 def open_example(context, server, errors, folder, trigger=""):
@@ -148,7 +161,7 @@ def test_edit_a_caption_with_the_keyboard_and_approve_writes_it_byte_for_byte(se
     folder = new_dataset(server)
     page = open_example(context, server, page_errors, folder, trigger="cat")
     requests = ChooseRequests(page)
-    outputs = NewOutputs(server.output_dir)
+    outputs = pool_pending(server, folder)
     size_before = page.evaluate("id => [...window.app.graph.getNodeById(id).size]", TEXT_GATE)
     entry = queue_until(server, page, "text", TEXT_GATE)
     gate = wait_text_paused(page, entry["token"])
@@ -202,9 +215,11 @@ def test_edit_a_caption_with_the_keyboard_and_approve_writes_it_byte_for_byte(se
     assert history["outputs"][TEXT_GATE]["text"] == [edited]
     # The file keeps its BOM and its CRLF ending; the text in between is exactly what was typed.
     assert (server.input_dir / folder / "1.txt").read_bytes() == BOM + edited.encode() + b"\r\n"
+    # Kept: the image and its edited caption are in the pool, waiting for review.
     [kept] = outputs.all()
     with Image.open(kept) as png:
-        assert png.size == (320, 200)
+        assert png.size == (320, 200) and png.getpixel((5, 5))[:3] == (200, 120, 40)
+    assert kept.with_suffix(".txt").read_text(encoding="utf-8") == edited
     assert server.queue_remaining() == 0
     page.wait_for_function("id => document.querySelector(`.dsg-loader[data-node-id='${id}'] .dsg-loader-status`)"
                            ".textContent === 'next: 2 of 3'", arg=LOADER, timeout=15_000)
@@ -214,7 +229,7 @@ def test_a_missing_trigger_is_warned_about_before_approve_and_reject_blocks_ever
     folder = new_dataset(server)
     page = open_example(context, server, page_errors, folder, trigger="ohwx")
     requests = ChooseRequests(page)
-    outputs = NewOutputs(server.output_dir)
+    outputs = pool_pending(server, folder)
     entry = queue_until(server, page, "text", TEXT_GATE)
     gate = wait_text_paused(page, entry["token"])
     trigger = gate.locator(".dsg-text-trigger")
