@@ -9,19 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from . import imagebus, imaging, slots
+from . import folders, imagebus, imaging, slots
+from .cli.common import EXIT_OK, EXIT_OS_ERROR, EXIT_USAGE, CliError, reason, run_reporting
+from .cli.common import resolve_input_dir as _resolve_input_dir
 from .constants import BUS_DIR_NAME
 
-EXIT_OK = 0
-EXIT_OS_ERROR = 1
-EXIT_USAGE = 2
 EXIT_BAD_ID = 3
 EXIT_NO_SLOT = 4
 EXIT_BAD_SLOT = 5
@@ -68,32 +66,8 @@ exit codes:
   {EXIT_WOULD_OVERWRITE}  export would overwrite files in DIR (pass --force)"""
 
 
-class CliError(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def comfy_input_dir() -> str | None:
-    """ComfyUI's input folder when its folder_paths module is importable, else None."""
-    try:
-        import folder_paths
-    except ImportError:
-        return None
-    return folder_paths.get_input_directory()
-
-
 def resolve_input_dir(explicit: str | None) -> Path:
-    if explicit is None:
-        found = comfy_input_dir()
-        if found is None:
-            raise CliError(EXIT_USAGE, "no input folder: ComfyUI is not importable here, so pass "
-                                       "--input-dir PATH (ComfyUI's input folder, which holds gate_bus/)")
-        explicit = found
-    path = Path(explicit).expanduser()
-    if not path.is_dir():
-        raise CliError(EXIT_USAGE, f"input folder {str(path)!r} does not exist or is not a folder")
-    return path
+    return _resolve_input_dir(explicit, f"{BUS_DIR_NAME}/")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,7 +166,7 @@ def read_input_image(path: str) -> np.ndarray:
     try:
         return imaging.read_image_pixels(path)
     except (imaging.ImagingError, OSError) as exc:
-        raise CliError(EXIT_BAD_INPUT, f"cannot read image {path!r}: {_reason(exc)}") from exc
+        raise CliError(EXIT_BAD_INPUT, f"cannot read image {path!r}: {reason(exc)}") from exc
 
 
 def check_batch_size(paths: list[str]) -> None:
@@ -202,14 +176,15 @@ def check_batch_size(paths: list[str]) -> None:
         try:
             size = imaging.declared_size(path, "it")
         except (imaging.ImagingError, OSError) as exc:
-            raise CliError(EXIT_BAD_INPUT, f"cannot read image {path!r}: {_reason(exc)}") from exc
+            raise CliError(EXIT_BAD_INPUT, f"cannot read image {path!r}: {reason(exc)}") from exc
         if size is not None:  # else the decoder says what is wrong with the file
             sizes.append(size)
     if sizes:
         width, height = max(sizes, key=lambda size: size[0] * size[1])
-        reason = imaging.oversize(width, height, len(paths))
-        if reason:
-            raise CliError(EXIT_BAD_INPUT, f"the batch of {len(paths)} images {reason.replace('declares', 'would be')}")
+        too_big = imaging.oversize(width, height, len(paths))  # a sentence, or None
+        if too_big:
+            message = too_big.replace('declares', 'would be')
+            raise CliError(EXIT_BAD_INPUT, f"the batch of {len(paths)} images {message}")
 
 
 def cmd_put(base: Path, args) -> int:
@@ -228,7 +203,7 @@ def cmd_put(base: Path, args) -> int:
         try:
             mask = imaging.read_mask_pixels(args.mask)
         except (imaging.ImagingError, OSError) as exc:
-            raise CliError(EXIT_BAD_INPUT, f"cannot read mask {args.mask!r}: {_reason(exc)}") from exc
+            raise CliError(EXIT_BAD_INPUT, f"cannot read mask {args.mask!r}: {reason(exc)}") from exc
         if mask.shape != (height, width):
             raise CliError(EXIT_BAD_INPUT, f"mask {args.mask!r} is {mask.shape[1]}x{mask.shape[0]}, "
                                            f"the image is {width}x{height}")
@@ -268,24 +243,9 @@ def cmd_export(base: Path, args) -> int:
                                              "pass --force to overwrite")
     target.mkdir(parents=True, exist_ok=True)
     for slot_name, out_name in pairs:
-        write_whole(target / out_name, contents.data[slot_name])
+        folders.write_atomic(target / out_name, contents.data[slot_name])
     print(f"exported {args.id}: {', '.join(name for _, name in pairs)} -> {target}")
     return EXIT_OK
-
-
-def write_whole(path: Path, data: bytes) -> None:
-    """Write a file under a temporary name and rename it into place: never a partial file at `path`."""
-    scratch = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    try:
-        with open(scratch, "xb") as handle:
-            handle.write(data)
-        os.replace(scratch, path)
-    except BaseException:
-        try:
-            os.unlink(scratch)
-        except OSError:
-            pass
-        raise
 
 
 def cmd_rm(base: Path, args) -> int:
@@ -298,12 +258,6 @@ def cmd_rm(base: Path, args) -> int:
 COMMANDS = {"list": cmd_list, "show": cmd_show, "put": cmd_put, "export": cmd_export, "rm": cmd_rm}
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc)
-
-
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "id", None) is not None:
@@ -313,22 +267,11 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(argv)
-    except CliError as exc:
-        code, message = exc.code, str(exc)
-    except imagebus.SlotIdError as exc:
-        code, message = EXIT_BAD_ID, str(exc)
-    except imagebus.SlotNotFound as exc:
-        code, message = EXIT_NO_SLOT, str(exc)
-    except imagebus.SlotError as exc:
-        code, message = EXIT_BAD_SLOT, str(exc)
-    except OSError as exc:
-        code, message = EXIT_OS_ERROR, f"{_reason(exc)}: {exc.filename}" if exc.filename else _reason(exc)
-    except KeyboardInterrupt:
-        return 130
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return code
+    return run_reporting(lambda: run(argv), PROG, (
+        (imagebus.SlotIdError, EXIT_BAD_ID),
+        (imagebus.SlotNotFound, EXIT_NO_SLOT),
+        (imagebus.SlotError, EXIT_BAD_SLOT),
+    ))
 
 
 if __name__ == "__main__":

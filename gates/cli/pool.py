@@ -10,16 +10,12 @@ import argparse
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
-from .. import bus, imaging, pools
-from ..bus import CliError, resolve_input_dir, write_whole
+from .. import bus, folders, imaging, pools
 from ..constants import POOL_DIR_NAME, POOL_KEPT, POOL_STATES
+from .common import EXIT_OK, EXIT_OS_ERROR, EXIT_USAGE, CliError, reason, resolve_input_dir, run_reporting
 
-EXIT_OK = 0
-EXIT_OS_ERROR = 1
-EXIT_USAGE = 2
 EXIT_BAD_ID = 3
 EXIT_NO_POOL = 4
 EXIT_BAD_POOL = 5
@@ -168,7 +164,7 @@ def read_caption_file(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise CliError(EXIT_BAD_INPUT, f"cannot read caption {str(path)!r}: {bus._reason(exc)}") from exc
+        raise CliError(EXIT_BAD_INPUT, f"cannot read caption {str(path)!r}: {reason(exc)}") from exc
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -242,7 +238,7 @@ def cmd_export(base: Path, args) -> int:
         raise CliError(EXIT_WOULD_OVERWRITE, f"{str(target)!r} already has {shown}; pass --force to overwrite")
     target.mkdir(parents=True, exist_ok=True)
     for name, data in files:
-        write_whole(target / name, data)
+        folders.write_atomic(target / name, data)
     captions = sum(1 for name, _ in files if name.endswith(".txt"))
     print(f"exported {len(items)} kept item(s) of {args.pool} ({captions} with a caption) -> {target}")
     return EXIT_OK
@@ -277,32 +273,16 @@ def run(argv: list[str] | None = None) -> int:
         pools.validate_pool_id(args.pool)  # before anything is looked up, read or written
     for name in getattr(args, "names", None) or ():
         pools.validate_item_name(name)
-    base = resolve_input_dir(args.input_dir) / POOL_DIR_NAME
+    base = resolve_input_dir(args.input_dir, f"{POOL_DIR_NAME}/") / POOL_DIR_NAME
     return COMMANDS[args.command](base, args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(argv)
-    except CliError as exc:
-        code, message = exc.code, str(exc)
-    except pools.PoolIdError as exc:
-        code, message = EXIT_BAD_ID, str(exc)
-    except pools.PoolNotFound as exc:
-        code, message = EXIT_NO_POOL, str(exc)
-    except pools.CaptionError as exc:
-        code, message = EXIT_BAD_INPUT, str(exc)
-    except pools.ItemNotFound as exc:
-        code, message = EXIT_NO_POOL, str(exc)
-    except pools.PoolBusy as exc:
-        code, message = EXIT_OS_ERROR, str(exc)
-    except pools.PoolError as exc:
-        code, message = EXIT_BAD_POOL, str(exc)
-    except OSError as exc:
-        code, message = EXIT_OS_ERROR, f"{bus._reason(exc)}: {exc.filename}" if exc.filename else bus._reason(exc)
-    except KeyboardInterrupt:
-        return 130
-    if code == EXIT_USAGE and message.startswith("no input folder"):
-        message = message.replace("gate_bus/", f"{POOL_DIR_NAME}/")
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return code
+    return run_reporting(lambda: run(argv), PROG, (
+        (pools.PoolIdError, EXIT_BAD_ID),
+        (pools.PoolNotFound, EXIT_NO_POOL),
+        (pools.CaptionError, EXIT_BAD_INPUT),
+        (pools.ItemNotFound, EXIT_NO_POOL),
+        (pools.PoolBusy, EXIT_OS_ERROR),
+        (pools.PoolError, EXIT_BAD_POOL),
+    ))
