@@ -1,4 +1,4 @@
-"""Shared by the loader and Text Gate tests: a 30-image dataset, and ComfyUI faked for run().
+"""Shared by the loader and Text Gate tests: a 30-image dataset (ComfyUI itself is faked in comfy_fakes).
 
 The dataset has mixed sizes and formats (png with and without alpha, jpg with an EXIF rotation,
 webp, gif with a transparent colour, bmp, tiff), names that only sort right naturally, captions
@@ -8,12 +8,8 @@ with CRLF, a BOM, unicode and a .caption fallback, and one corrupt file.
 from __future__ import annotations
 
 import os
-import sys
-import threading
-import types
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 from PIL import Image
@@ -116,98 +112,3 @@ def pixels(tensor) -> np.ndarray:
 
 
 # --- ComfyUI, faked for run() ------------------------------------------------------------------------
-
-class FakeQueue:
-    """ComfyUI's PromptQueue as far as the commit hook sees it: currently_running and task_done."""
-
-    def __init__(self):
-        self.mutex = threading.RLock()
-        self.currently_running: dict[int, tuple] = {}
-        self.history: dict[str, dict] = {}
-        self.counter = 0
-
-    def start(self, prompt_id: str) -> int:
-        with self.mutex:
-            self.counter += 1
-            self.currently_running[self.counter] = (self.counter, prompt_id, {}, {}, [])
-            return self.counter
-
-    def task_done(self, item_id, history_result, status):
-        with self.mutex:
-            prompt = self.currently_running.pop(item_id)
-            self.history[prompt[1]] = {"status": status}
-
-
-class FakeComfy:
-    """Just enough of ComfyUI for the loader and the Text Gate: folders, events, blocker, prompt id, queue."""
-
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self.input = self.root / "input"
-        self.user = self.root / "user"
-        self.temp = self.root / "temp"
-        self.input.mkdir(parents=True, exist_ok=True)
-        self.events: list[tuple[str, dict]] = []
-        self.prompt_id: str | None = "prompt-1"
-        self.queue = FakeQueue()
-        self.interrupt_flag = threading.Event()
-
-        class InterruptProcessingException(Exception):
-            pass
-
-        class ExecutionBlocker:
-            def __init__(self, message):
-                self.message = message
-
-        self.InterruptProcessingException = InterruptProcessingException
-        self.ExecutionBlocker = ExecutionBlocker
-        fake = self
-
-        def check():
-            if fake.interrupt_flag.is_set():
-                fake.interrupt_flag.clear()
-                raise InterruptProcessingException()
-
-        folder_paths = types.ModuleType("folder_paths")
-        folder_paths.get_input_directory = lambda: str(self.input)
-        folder_paths.get_user_directory = lambda: str(self.user)
-        folder_paths.get_temp_directory = lambda: str(self.temp)
-        server = types.ModuleType("server")
-        server.PromptServer = types.SimpleNamespace(instance=types.SimpleNamespace(
-            send_sync=lambda event, data, sid=None: self.events.append((event, data)), prompt_queue=self.queue))
-        comfy = types.ModuleType("comfy")
-        model_management = types.ModuleType("comfy.model_management")
-        model_management.InterruptProcessingException = InterruptProcessingException
-        model_management.throw_exception_if_processing_interrupted = check
-        comfy.model_management = model_management
-        comfy_execution = types.ModuleType("comfy_execution")
-        graph_utils = types.ModuleType("comfy_execution.graph_utils")
-        graph_utils.ExecutionBlocker = ExecutionBlocker
-        utils = types.ModuleType("comfy_execution.utils")
-        utils.get_executing_context = lambda: (
-            None if fake.prompt_id is None else types.SimpleNamespace(prompt_id=fake.prompt_id, node_id="5"))
-        comfy_execution.graph_utils, comfy_execution.utils = graph_utils, utils
-        self.modules = {
-            "folder_paths": folder_paths, "server": server, "comfy": comfy,
-            "comfy.model_management": model_management, "comfy_execution": comfy_execution,
-            "comfy_execution.graph_utils": graph_utils, "comfy_execution.utils": utils,
-        }
-
-    def installed(self):
-        return mock.patch.dict(sys.modules, self.modules)
-
-    def events_of(self, kind: str) -> list[dict]:
-        return [data for event, data in self.events if event == kind]
-
-    def run_prompt(self, fn, prompt_id: str, success: bool = True):
-        """Run `fn()` as the one node of prompt `prompt_id`, then finish the prompt as ComfyUI's worker does."""
-        self.prompt_id = prompt_id
-        item = self.queue.start(prompt_id)
-        try:
-            result = fn()
-        except BaseException:
-            self.queue.task_done(item, {}, status=types.SimpleNamespace(status_str="error", completed=False))
-            raise
-        status = "success" if success else "error"
-        self.queue.task_done(item, {}, status=types.SimpleNamespace(status_str=status, completed=success))
-        return result

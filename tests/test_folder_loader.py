@@ -1,4 +1,4 @@
-"""The Image Folder Loader without ComfyUI: run() with ComfyUI's modules faked (loader_testkit.FakeComfy).
+"""The Image Folder Loader without ComfyUI: run() with ComfyUI's modules faked (comfy_fakes.FakeComfy).
 
 A 30-image dataset (mixed sizes and formats, CRLF/BOM/unicode captions, one corrupt file) is walked in
 next mode; prompts finish through a fake of ComfyUI's PromptQueue.task_done, the seam the real tier
@@ -13,7 +13,8 @@ import types
 import numpy as np
 import pytest
 import torch
-from loader_testkit import CORRUPT_INDEX, FakeComfy, make_dataset, mtime_settle, pixels
+from comfy_fakes import FakeComfy
+from loader_testkit import CORRUPT_INDEX, make_dataset, mtime_settle, pixels
 from PIL import Image
 
 from gates import folders, loader

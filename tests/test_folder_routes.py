@@ -7,15 +7,13 @@ a refused answer leaves the gate waiting and still answerable.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from urllib.parse import quote
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from comfy_fakes import WaitingPause
 from loader_testkit import make_dataset, mtime_settle
+from route_testkit import serve_handlers
 
 from gates import captions, folders, loader, server  # noqa: F401 - captions registers the "text" parser
 from gates.constants import (
@@ -30,7 +28,6 @@ from gates.constants import (
 )
 from gates.pause import GateBus, GateCancelled
 
-JOIN_SECONDS = 20.0
 FOLDER = "datasets/cats"
 HOSTILE = ["", "..", "../", "../x", "a/../../x", "/etc", "/", "\\\\server\\share", "C:\\x", "C:x", "a\x00b",
            "a\nb", "x" * 5000, "datasets/../../..", "%2e%2e"]
@@ -48,17 +45,8 @@ def dirs(tmp_path):
 
 def run_with_server(body, bus: GateBus, dirs, max_body: int = 4 * MAX_TEXT_BYTES):
     inputs, user = dirs
-
-    async def main():
-        app = web.Application()
-        handlers = server.make_handlers(bus=bus, bus_base=lambda: str(inputs / "gate_bus"), max_body=max_body,
-                                        input_dir=lambda: str(inputs), user_dir=lambda: str(user))
-        for (method, path), handler in handlers.items():
-            app.router.add_route(method, path, handler)
-        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-            await body(client)
-
-    asyncio.run(main())
+    serve_handlers(body, bus=bus, bus_base=lambda: str(inputs / "gate_bus"), max_body=max_body,
+                   input_dir=lambda: str(inputs), user_dir=lambda: str(user))
 
 
 async def get(client, path):
@@ -177,24 +165,9 @@ def test_a_damaged_position_file_is_a_400_and_reset_repairs_it(dirs):
 
 # --- a waiting Text Gate through /choose ------------------------------------------------------------
 
-class WaitingText:
+class WaitingText(WaitingPause):
     def __init__(self, bus: GateBus, text="a cat"):
-        self.pause = bus.arm("12", 0, prompt_id="p", kind=KIND_TEXT, details={"text": text, "trigger": ""})
-        self.token = self.pause.token
-        self.error = None
-        self.thread = threading.Thread(target=self._wait, args=(bus,), daemon=True)
-        self.thread.start()
-
-    def _wait(self, bus):
-        try:
-            bus.wait(self.pause, None, 3600.0)
-        except BaseException as exc:  # noqa: BLE001 - the test looks at it
-            self.error = exc
-
-    def join(self):
-        self.thread.join(JOIN_SECONDS)
-        assert not self.thread.is_alive()
-        return self
+        super().__init__(bus, bus.arm("12", 0, prompt_id="p", kind=KIND_TEXT, details={"text": text, "trigger": ""}))
 
 
 BAD_ANSWERS = [

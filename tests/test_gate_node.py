@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import threading
-import time
-import types
-from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+from comfy_fakes import FakeComfy, RunningNode, wait_for_pause
 from PIL import Image
 
 from gates import imaging
@@ -26,14 +22,10 @@ from gates.constants import (
     EVENT_RESOLVED,
     MAX_ROUTES,
     NODE_DISPLAY_NAME,
-    PREVIEW_PREFIX,
     SOURCE_INPUT,
 )
 from gates.nodes import image_gate
 from gates.pause import AlreadyResolved, GateBus
-
-JOIN_SECONDS = 20.0
-
 
 # --- route_tuple and mask_from_stash ------------------------------------------------------
 
@@ -82,108 +74,6 @@ def test_mask_from_stash_keeps_a_mask_per_frame():
     torch.testing.assert_close(mask, per_frame)
 
 
-# --- ComfyUI, faked -----------------------------------------------------------------------
-
-class FakeComfy:
-    """Just enough of ComfyUI for ImageGate.run: folders, broadcast, interrupt flag, blocker, prompt id."""
-
-    def __init__(self, root, prompt_id: str | None = "prompt-42"):
-        self.temp = os.path.join(root, "temp")  # not created: temp/ may have been deleted under ComfyUI
-        self.input = os.path.join(root, "input")
-        os.makedirs(self.input)
-        self.events: list[tuple[str, dict]] = []
-        self.interrupt_flag = threading.Event()
-        self.interrupt_checks = 0
-
-        class InterruptProcessingException(Exception):
-            pass
-
-        class ExecutionBlocker:
-            def __init__(self, message):
-                self.message = message
-
-        self.InterruptProcessingException = InterruptProcessingException
-        self.ExecutionBlocker = ExecutionBlocker
-
-        fake = self
-
-        def throw_exception_if_processing_interrupted():
-            fake.interrupt_checks += 1
-            if fake.interrupt_flag.is_set():
-                fake.interrupt_flag.clear()  # ComfyUI resets the flag when it raises
-                raise InterruptProcessingException()
-
-        folder_paths = types.ModuleType("folder_paths")
-        folder_paths.get_temp_directory = lambda: self.temp
-        folder_paths.get_input_directory = lambda: self.input
-
-        server = types.ModuleType("server")
-        server.PromptServer = types.SimpleNamespace(
-            instance=types.SimpleNamespace(send_sync=lambda event, data, sid=None: self.events.append((event, data))))
-
-        comfy = types.ModuleType("comfy")
-        model_management = types.ModuleType("comfy.model_management")
-        model_management.InterruptProcessingException = InterruptProcessingException
-        model_management.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
-        comfy.model_management = model_management
-
-        comfy_execution = types.ModuleType("comfy_execution")
-        graph_utils = types.ModuleType("comfy_execution.graph_utils")
-        graph_utils.ExecutionBlocker = ExecutionBlocker
-        utils = types.ModuleType("comfy_execution.utils")
-        utils.get_executing_context = lambda: (
-            None if prompt_id is None else types.SimpleNamespace(prompt_id=prompt_id, node_id="5"))
-        comfy_execution.graph_utils, comfy_execution.utils = graph_utils, utils
-
-        self.modules = {
-            "folder_paths": folder_paths, "server": server, "comfy": comfy,
-            "comfy.model_management": model_management, "comfy_execution": comfy_execution,
-            "comfy_execution.graph_utils": graph_utils, "comfy_execution.utils": utils,
-        }
-
-    def installed(self):
-        return mock.patch.dict(sys.modules, self.modules)
-
-    def preview_files(self) -> list[str]:
-        if not os.path.isdir(self.temp):
-            return []
-        return sorted(name for name in os.listdir(self.temp) if name.startswith(PREVIEW_PREFIX))
-
-
-class RunningGate:
-    """ImageGate.run on its own thread, as in ComfyUI's prompt worker."""
-
-    def __init__(self, node, **inputs):
-        self.result = None
-        self.error: BaseException | None = None
-
-        def body():
-            try:
-                self.result = node.run(**inputs)
-            except BaseException as exc:  # noqa: BLE001 - the test inspects it
-                self.error = exc
-
-        self.thread = threading.Thread(target=body, daemon=True)
-        self.thread.start()
-
-    def join(self):
-        self.thread.join(JOIN_SECONDS)
-        assert not self.thread.is_alive(), "the gate did not return"
-        return self
-
-
-def wait_for_pause(bus: GateBus, running: RunningGate | None = None) -> dict:
-    deadline = time.monotonic() + JOIN_SECONDS
-    while time.monotonic() < deadline:
-        pending = bus.pending()
-        if pending:
-            return pending[0]
-        if running is not None and not running.thread.is_alive():
-            raise AssertionError(f"the gate returned without pausing: {running.error!r}")
-        time.sleep(0.005)
-    raise AssertionError("the gate never paused")
-
-
 def frames_of(*colours, height=4, width=6) -> torch.Tensor:
     """A batch with one flat RGB colour per frame, so frame order is visible in every output."""
     batch = torch.zeros((len(colours), height, width, 3), dtype=torch.float32)
@@ -194,7 +84,7 @@ def frames_of(*colours, height=4, width=6) -> torch.Tensor:
 
 @pytest.fixture
 def fake(tmp_path):
-    fake = FakeComfy(str(tmp_path))
+    fake = FakeComfy(tmp_path, prompt_id="prompt-42")
     with fake.installed():
         yield fake
 
@@ -208,7 +98,7 @@ def node():
 
 def test_a_choice_sends_the_batch_down_that_route_and_blocks_the_others(fake, node):
     image = frames_of((255, 0, 0), (0, 255, 0), (0, 0, 255))
-    running = RunningGate(node, routes=3, unique_id="9", image=image)
+    running = RunningNode(node, routes=3, unique_id="9", image=image)
     entry = wait_for_pause(node.bus, running)
     node.bus.resolve(entry["token"], 2)
     running.join()
@@ -224,7 +114,7 @@ def test_a_choice_sends_the_batch_down_that_route_and_blocks_the_others(fake, no
 
 def test_a_painted_mask_comes_out_on_every_frame(fake, node):
     image = frames_of((10, 20, 30), (40, 50, 60))
-    running = RunningGate(node, routes=2, unique_id="9", image=image)
+    running = RunningNode(node, routes=2, unique_id="9", image=image)
     entry = wait_for_pause(node.bus, running)
     painted = np.zeros((4, 6), np.float32)
     painted[1:3, 0:4] = 1.0
@@ -240,7 +130,7 @@ def test_a_painted_mask_comes_out_on_every_frame(fake, node):
 def test_the_pending_entry_and_preview_files_show_every_frame_then_disappear(fake, node):
     colours = [(255, 0, 0), (0, 128, 0), (1, 2, 250)]
     image = frames_of(*colours)
-    running = RunningGate(node, routes=4, unique_id="17", image=image)
+    running = RunningNode(node, routes=4, unique_id="17", image=image)
     entry = wait_for_pause(node.bus, running)
     assert entry["node_id"] == "17" and entry["routes"] == 4 and entry["prompt_id"] == "prompt-42"
     assert entry["source"] == SOURCE_INPUT and (entry["width"], entry["height"], entry["frames"]) == (6, 4, 3)
@@ -257,7 +147,7 @@ def test_the_pending_entry_and_preview_files_show_every_frame_then_disappear(fak
 
 
 def test_events_are_the_preview_then_the_resolution(fake, node):
-    running = RunningGate(node, routes=2, unique_id="3", image=frames_of((1, 1, 1)))
+    running = RunningNode(node, routes=2, unique_id="3", image=frames_of((1, 1, 1)))
     entry = wait_for_pause(node.bus, running)
     assert fake.events == [(EVENT_PREVIEW, entry)]
     node.bus.resolve(entry["token"], 2)
@@ -268,7 +158,7 @@ def test_events_are_the_preview_then_the_resolution(fake, node):
 
 
 def test_the_gates_cancel_ends_the_prompt_as_interrupted(fake, node):
-    running = RunningGate(node, routes=2, unique_id="3", image=frames_of((5, 5, 5)))
+    running = RunningNode(node, routes=2, unique_id="3", image=frames_of((5, 5, 5)))
     entry = wait_for_pause(node.bus, running)
     node.bus.cancel(entry["token"])
     running.join()
@@ -279,7 +169,7 @@ def test_the_gates_cancel_ends_the_prompt_as_interrupted(fake, node):
 
 
 def test_comfyuis_interrupt_flag_ends_the_wait_and_leaves_nothing_behind(fake, node):
-    running = RunningGate(node, routes=2, unique_id="3", image=frames_of((5, 5, 5)))
+    running = RunningNode(node, routes=2, unique_id="3", image=frames_of((5, 5, 5)))
     entry = wait_for_pause(node.bus, running)
     fake.interrupt_flag.set()  # what POST /interrupt does: set a flag the gate must poll
     running.join()
@@ -291,7 +181,7 @@ def test_comfyuis_interrupt_flag_ends_the_wait_and_leaves_nothing_behind(fake, n
         node.bus.resolve(entry["token"], 1)  # a click after the interrupt decides nothing
 
     # The next run pauses and routes normally.
-    again = RunningGate(node, routes=2, unique_id="3", image=frames_of((5, 5, 5)))
+    again = RunningNode(node, routes=2, unique_id="3", image=frames_of((5, 5, 5)))
     second = wait_for_pause(node.bus, again)
     assert second["token"] != entry["token"]
     node.bus.resolve(second["token"], 1)
@@ -303,7 +193,7 @@ def test_identical_runs_pause_every_time_with_a_fresh_token(fake, node):
     image = frames_of((9, 9, 9))
     tokens = []
     for route in (1, 2, 1):
-        running = RunningGate(node, routes=2, unique_id="3", image=image)
+        running = RunningNode(node, routes=2, unique_id="3", image=image)
         entry = wait_for_pause(node.bus, running)
         tokens.append(entry["token"])
         node.bus.resolve(entry["token"], route)
@@ -314,7 +204,7 @@ def test_identical_runs_pause_every_time_with_a_fresh_token(fake, node):
 
 
 def test_no_image_and_no_get_id_is_a_silent_no_op(fake, node):
-    running = RunningGate(node, routes=2, unique_id="3", image=None, get_id="")
+    running = RunningNode(node, routes=2, unique_id="3", image=None, get_id="")
     running.join()
     assert running.error is None
     assert len(running.result) == 1 + MAX_ROUTES
@@ -323,7 +213,7 @@ def test_no_image_and_no_get_id_is_a_silent_no_op(fake, node):
 
 
 def test_routes_beyond_the_node_setting_are_refused(fake, node):
-    running = RunningGate(node, routes=1, unique_id="3", image=frames_of((9, 9, 9)))
+    running = RunningNode(node, routes=1, unique_id="3", image=frames_of((9, 9, 9)))
     entry = wait_for_pause(node.bus, running)
     assert entry["routes"] == 1
     with pytest.raises(Exception, match="out of range"):
@@ -344,18 +234,18 @@ def test_a_preview_that_cannot_be_written_fails_the_run_and_leaves_no_files(fake
         return real_write(path, pixels, *args)
 
     monkeypatch.setattr(imaging, "write_png", fail_on_the_second_frame)
-    running = RunningGate(node, routes=2, unique_id="3", image=frames_of((1, 1, 1), (2, 2, 2), (3, 3, 3)))
+    running = RunningNode(node, routes=2, unique_id="3", image=frames_of((1, 1, 1), (2, 2, 2), (3, 3, 3)))
     running.join()
     assert isinstance(running.error, OSError)
     assert fake.preview_files() == [] and node.bus.pending() == [] and fake.events == []
 
 
 def test_the_prompt_id_is_none_outside_an_executing_context(tmp_path):
-    fake = FakeComfy(str(tmp_path), prompt_id=None)
+    fake = FakeComfy(tmp_path, prompt_id=None)
     node = image_gate.ImageGate()
     node.bus = GateBus()
     with fake.installed():
-        running = RunningGate(node, routes=2, unique_id="3", image=frames_of((1, 1, 1)))
+        running = RunningNode(node, routes=2, unique_id="3", image=frames_of((1, 1, 1)))
         entry = wait_for_pause(node.bus, running)
         assert entry["prompt_id"] is None
         node.bus.resolve(entry["token"], 1)

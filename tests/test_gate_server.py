@@ -15,9 +15,9 @@ import threading
 import numpy as np
 import pytest
 import torch
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from comfy_fakes import JOIN_SECONDS, WaitingPause
 from PIL import Image
+from route_testkit import serve_handlers
 
 from gates import imaging, server, slots
 from gates.constants import MAX_REQUEST_BYTES, ROUTE_BUS_LIST, ROUTE_CANCEL, ROUTE_CHOOSE, ROUTE_PENDING
@@ -25,45 +25,19 @@ from gates.pause import GateBus, GateCancelled
 
 WIDTH, HEIGHT = 6, 4
 LIMIT = 4096  # a small body limit so the oversize cases need no megabytes
-JOIN_SECONDS = 20.0
 
 
-class WaitingGate:
+class WaitingGate(WaitingPause):
     """A pause armed on the bus and waited for on another thread, as the node does in ComfyUI's worker."""
 
     def __init__(self, bus: GateBus, routes: int = 3):
-        self.pause = bus.arm("11", routes, prompt_id="prompt-1", width=WIDTH, height=HEIGHT,
-                             images=[{"filename": "p.png", "subfolder": "", "type": "temp"}])
-        self.token = self.pause.token
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._wait, args=(bus,), daemon=True)
-        self.thread.start()
-
-    def _wait(self, bus):
-        try:
-            bus.wait(self.pause, None, 3600.0)
-        except BaseException as exc:  # noqa: BLE001 - the test looks at it
-            self.error = exc
-
-    def join(self):
-        self.thread.join(JOIN_SECONDS)
-        assert not self.thread.is_alive(), "the gate is still waiting"
-        return self
+        super().__init__(bus, bus.arm("11", routes, prompt_id="prompt-1", width=WIDTH, height=HEIGHT,
+                                      images=[{"filename": "p.png", "subfolder": "", "type": "temp"}]))
 
 
 def run_with_server(body, bus: GateBus, tmp_path, max_body: int = LIMIT):
     """Serve make_handlers() on 127.0.0.1 and run `await body(client)` against it."""
-
-    async def main():
-        app = web.Application()
-        handlers = server.make_handlers(bus=bus, bus_base=lambda: str(tmp_path / "gate_bus"),
-                                             max_body=max_body)
-        for (method, path), handler in handlers.items():
-            app.router.add_route(method, path, handler)
-        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-            await body(client)
-
-    asyncio.run(main())
+    serve_handlers(body, bus=bus, bus_base=lambda: str(tmp_path / "gate_bus"), max_body=max_body)
 
 
 async def post(client, path, payload=None, *, raw: bytes | None = None, headers=None):

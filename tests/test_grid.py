@@ -6,24 +6,20 @@ does not fit is a JSON 400 and the grid keeps waiting. GET /datasete_gate/pool/l
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import threading
 
 import numpy as np
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from comfy_fakes import WaitingPause
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from route_testkit import serve_handlers
 
-from gates import grid, pools, server
+from gates import grid, pools
 from gates.constants import GRID_THUMB_SIZE, KIND_GRID, ROUTE_CANCEL, ROUTE_CHOOSE, ROUTE_PENDING, ROUTE_POOL_LIST
 from gates.pause import AlreadyResolved, BadAnswer, GateBus, GateCancelled
-
-JOIN_SECONDS = 20.0
 
 
 def grid_pause(bus: GateBus, count: int = 4):
@@ -100,36 +96,13 @@ def test_a_64_tile_page_of_large_frames_is_a_few_megabytes_at_most(tmp_path):
 
 # --- HTTP --------------------------------------------------------------------------------------------
 
-class WaitingGrid:
+class WaitingGrid(WaitingPause):
     def __init__(self, bus: GateBus, count: int = 4):
-        self.pause = grid_pause(bus, count)
-        self.token = self.pause.token
-        self.error = None
-        self.thread = threading.Thread(target=self._wait, args=(bus,), daemon=True)
-        self.thread.start()
-
-    def _wait(self, bus):
-        try:
-            bus.wait(self.pause, None, 3600.0)
-        except BaseException as exc:  # noqa: BLE001
-            self.error = exc
-
-    def join(self):
-        self.thread.join(JOIN_SECONDS)
-        assert not self.thread.is_alive()
-        return self
+        super().__init__(bus, grid_pause(bus, count))
 
 
 def run_with_server(body, bus: GateBus, pool_base: str):
-    async def main():
-        app = web.Application()
-        for (method, path), handler in server.make_handlers(bus=bus, bus_base=lambda: pool_base + "_bus",
-                                                            pool_base=lambda: pool_base, max_body=4096).items():
-            app.router.add_route(method, path, handler)
-        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-            await body(client)
-
-    asyncio.run(main())
+    serve_handlers(body, bus=bus, bus_base=lambda: pool_base + "_bus", pool_base=lambda: pool_base, max_body=4096)
 
 
 async def post(client, path, payload=None, raw: bytes | None = None):

@@ -11,8 +11,8 @@ import os
 
 import pytest
 import torch
+from comfy_fakes import FakeComfy, RunningNode, wait_for_pause
 from PIL import Image
-from test_gate_node import FakeComfy, RunningGate, wait_for_pause
 
 from gates import pools
 from gates.constants import (
@@ -35,7 +35,7 @@ from gates.pause import GateBus
 
 @pytest.fixture
 def fake(tmp_path):
-    fake = FakeComfy(str(tmp_path))
+    fake = FakeComfy(tmp_path)
     with fake.installed():
         yield fake
 
@@ -122,7 +122,7 @@ def fill(fake, pool: str, count: int, captions: bool = True) -> list[tuple]:
 
 def test_a_page_of_the_oldest_pending_items_pauses_and_send_moves_and_outputs_them(fake, gate):
     colours = fill(fake, "p", 20)
-    running = RunningGate(gate, pool="p", page_size=8, unique_id="12")
+    running = RunningNode(gate, pool="p", page_size=8, unique_id="12")
     entry = wait_for_pause(gate.bus, running)
     assert entry["kind"] == "grid" and entry["node_id"] == "12" and entry["pool"] == "p"
     assert (entry["pending"], entry["remaining"], entry["page_size"]) == (20, 12, 8)
@@ -154,7 +154,7 @@ def test_a_page_of_the_oldest_pending_items_pauses_and_send_moves_and_outputs_th
     assert running.result["ui"]["datasete_pool"][0]["text"].startswith("kept 3 of 8 · pool: pending 12")
 
     # The next run shows the next page.
-    running = RunningGate(gate, pool="p", page_size=8, unique_id="12")
+    running = RunningNode(gate, pool="p", page_size=8, unique_id="12")
     entry = wait_for_pause(gate.bus, running)
     assert [item["name"] for item in entry["items"]] == [f"{n:06d}" for n in range(9, 17)]
     assert entry["remaining"] == 4
@@ -168,7 +168,7 @@ def test_a_page_of_the_oldest_pending_items_pauses_and_send_moves_and_outputs_th
 
 def test_all_kept_blocks_rejected(fake, gate):
     fill(fake, "p", 2, captions=False)
-    running = RunningGate(gate, pool="p", page_size=16, unique_id="1")
+    running = RunningNode(gate, pool="p", page_size=16, unique_id="1")
     entry = wait_for_pause(gate.bus, running)
     assert [item["caption"] for item in entry["items"]] == [None, None]
     gate.bus.answer(entry["token"], {"keep": [0, 1]})
@@ -181,7 +181,7 @@ def test_all_kept_blocks_rejected(fake, gate):
 def test_mixed_sizes_and_alpha_come_out_each_at_its_own_size(fake, gate):
     AddToImagePool().run(coloured((1, 2, 3), height=5, width=7), "m")
     AddToImagePool().run(coloured((4, 5, 6, 128), height=9, width=3, channels=4), "m")
-    running = RunningGate(gate, pool="m", page_size=16, unique_id="1")
+    running = RunningNode(gate, pool="m", page_size=16, unique_id="1")
     entry = wait_for_pause(gate.bus, running)
     gate.bus.answer(entry["token"], {"keep": [0, 1]})
     running.join()
@@ -207,12 +207,12 @@ def test_no_pause_for_an_unknown_or_empty_pool_every_output_blocked_and_the_node
 
 def test_cancel_and_interrupt_end_the_run_as_interrupted_and_move_nothing(fake, gate):
     fill(fake, "p", 3)
-    running = RunningGate(gate, pool="p", page_size=16, unique_id="1")
+    running = RunningNode(gate, pool="p", page_size=16, unique_id="1")
     entry = wait_for_pause(gate.bus, running)
     gate.bus.cancel(entry["token"])
     running.join()
     assert isinstance(running.error, fake.InterruptProcessingException)
-    running = RunningGate(gate, pool="p", page_size=16, unique_id="1")
+    running = RunningNode(gate, pool="p", page_size=16, unique_id="1")
     wait_for_pause(gate.bus, running)
     fake.interrupt_flag.set()
     running.join()
@@ -234,7 +234,7 @@ def test_a_corrupt_item_fails_the_run_naming_pool_and_file_before_pausing(fake, 
 
 def test_an_item_deleted_by_hand_during_the_pause_is_left_out(fake, gate):
     fill(fake, "p", 3)
-    running = RunningGate(gate, pool="p", page_size=16, unique_id="1")
+    running = RunningNode(gate, pool="p", page_size=16, unique_id="1")
     entry = wait_for_pause(gate.bus, running)
     os.remove(os.path.join(pool_base(fake), "p", "pending", "000002.png"))
     gate.bus.answer(entry["token"], {"keep": [0, 1]})
@@ -247,7 +247,7 @@ def test_an_item_deleted_by_hand_during_the_pause_is_left_out(fake, gate):
 
 def test_a_wired_batch_is_gated_page_by_page_and_nothing_is_written_to_the_pool(fake, gate):
     images = coloured(*[(n, 2 * n, 3 * n) for n in range(5)])
-    running = RunningGate(gate, pool="", page_size=3, images=images, unique_id="4")
+    running = RunningNode(gate, pool="", page_size=3, images=images, unique_id="4")
     first = wait_for_pause(gate.bus, running)
     assert first["source"] == "input" and first["pool"] is None
     assert [item["name"] for item in first["items"]] == ["frame_0000", "frame_0001", "frame_0002"]
@@ -307,7 +307,7 @@ def test_the_nodes_describe_themselves():
 
 def test_page_size_is_clamped(fake, gate):
     fill(fake, "p", 3)
-    running = RunningGate(gate, pool="p", page_size=0, unique_id="1")
+    running = RunningNode(gate, pool="p", page_size=0, unique_id="1")
     entry = wait_for_pause(gate.bus, running)
     assert len(entry["items"]) == 1
     gate.bus.cancel(entry["token"])

@@ -1,17 +1,15 @@
 """The Text Gate without ComfyUI: where and how a caption is written, the answer's rules, and run() with
-ComfyUI's modules faked (loader_testkit.FakeComfy), waiting on its own thread as in the prompt worker."""
+ComfyUI's modules faked (comfy_fakes.FakeComfy), waiting on its own thread as in the prompt worker."""
 
 from __future__ import annotations
 
 import math
 import os
 import stat
-import threading
-import time
 
 import pytest
 import torch
-from loader_testkit import FakeComfy
+from comfy_fakes import FakeComfy, RunningNode, wait_for_pause
 
 from gates import captions, folders
 from gates.constants import (
@@ -29,7 +27,6 @@ from gates.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from gates.nodes.text_gate import TextGate
 from gates.pause import BadAnswer, GateBus
 
-JOIN_SECONDS = 20.0
 UNICODE = "猫が座っている — مرحبا بالعالم 🐈‍⬛ e\u0301 ok\r\n  two  "
 HOSTILE_PATHS = ["..", "../x.png", "a/../../x.png", "/etc/passwd", "C:\\x.png", "\\\\server\\x.png", "a\x00.png",
                  "x" * 5000, "datasets/../../../etc/x.png"]
@@ -186,38 +183,6 @@ def node(bus):
     return gate
 
 
-class Running:
-    def __init__(self, node, **inputs):
-        self.result = None
-        self.error = None
-
-        def body():
-            try:
-                self.result = node.run(**inputs)
-            except BaseException as exc:  # noqa: BLE001 - the test looks at it
-                self.error = exc
-
-        self.thread = threading.Thread(target=body, daemon=True)
-        self.thread.start()
-
-    def join(self):
-        self.thread.join(JOIN_SECONDS)
-        assert not self.thread.is_alive(), "the gate did not return"
-        return self
-
-
-def wait_pause(bus, running, after: str | None = None) -> dict:
-    deadline = time.monotonic() + JOIN_SECONDS
-    while time.monotonic() < deadline:
-        pending = [entry for entry in bus.pending() if entry["token"] != after]
-        if pending:
-            return pending[0]
-        if not running.thread.is_alive():
-            raise AssertionError(f"the gate returned without pausing: {running.error!r}")
-        time.sleep(0.005)
-    raise AssertionError("the gate never paused")
-
-
 def test_the_node_is_registered_with_its_names_and_tooltips():
     assert NODE_CLASS_MAPPINGS[TEXT_GATE_NODE_ID] is TextGate
     assert NODE_DISPLAY_NAME_MAPPINGS[TEXT_GATE_NODE_ID] == TEXT_GATE_DISPLAY_NAME == "Text Gate"
@@ -235,9 +200,9 @@ def test_approve_passes_the_edited_text_exactly_and_writes_the_caption(fake, bus
     caption = fake.input / "datasets" / "cats" / "7.txt"
     caption.write_bytes(b"\xef\xbb\xbfold caption\r\n")
     image = torch.rand(2, 5, 7, 3)
-    running = Running(node, text="old caption", unique_id="9", image=image, caption_path="datasets/cats/7.png",
+    running = RunningNode(node, text="old caption", unique_id="9", image=image, caption_path="datasets/cats/7.png",
                       trigger="cat")
-    entry = wait_pause(bus, running)
+    entry = wait_for_pause(bus, running)
     assert entry["kind"] == KIND_TEXT and entry["text"] == "old caption" and entry["node_id"] == "9"
     assert entry["caption_file"] == "datasets/cats/7.txt" and entry["trigger"] == "cat"
     assert entry["trigger_present"] is False
@@ -256,8 +221,8 @@ def test_approve_passes_the_edited_text_exactly_and_writes_the_caption(fake, bus
 
 
 def test_reject_blocks_every_output_and_writes_nothing(fake, bus, node):
-    running = Running(node, text="keep", caption_path="datasets/cats/1.png", image=torch.rand(1, 4, 4, 3))
-    entry = wait_pause(bus, running)
+    running = RunningNode(node, text="keep", caption_path="datasets/cats/1.png", image=torch.rand(1, 4, 4, 3))
+    entry = wait_for_pause(bus, running)
     bus.answer(entry["token"], {"approve": False, "text": "edited but rejected"})
     running.join()
     assert running.error is None
@@ -267,13 +232,13 @@ def test_reject_blocks_every_output_and_writes_nothing(fake, bus, node):
 
 
 def test_cancel_and_interrupt_end_the_run_as_interrupted_and_write_nothing(fake, bus, node):
-    running = Running(node, text="x", caption_path="datasets/cats/1.png")
-    entry = wait_pause(bus, running)
+    running = RunningNode(node, text="x", caption_path="datasets/cats/1.png")
+    entry = wait_for_pause(bus, running)
     bus.cancel(entry["token"])
     running.join()
     assert isinstance(running.error, fake.InterruptProcessingException)
-    running = Running(node, text="x", caption_path="datasets/cats/1.png")
-    wait_pause(bus, running)
+    running = RunningNode(node, text="x", caption_path="datasets/cats/1.png")
+    wait_for_pause(bus, running)
     fake.interrupt_flag.set()
     running.join()
     assert isinstance(running.error, fake.InterruptProcessingException)
@@ -281,8 +246,8 @@ def test_cancel_and_interrupt_end_the_run_as_interrupted_and_write_nothing(fake,
 
 
 def test_without_an_image_or_caption_path_it_passes_the_text_only(fake, bus, node):
-    running = Running(node, text="plain")
-    entry = wait_pause(bus, running)
+    running = RunningNode(node, text="plain")
+    entry = wait_for_pause(bus, running)
     assert entry["images"] == [] and entry["caption_file"] is None and entry["trigger_present"] is None
     bus.answer(entry["token"], {"approve": True, "text": "plain, edited"})
     running.join()
@@ -315,15 +280,15 @@ def test_validate_inputs_lets_an_empty_linked_or_good_caption_path_through(fake)
 
 def test_a_caption_that_cannot_be_written_pauses_again_with_the_edit_and_the_reason(fake, bus, node):
     folder = fake.input / "datasets" / "cats"
-    running = Running(node, text="before", caption_path="datasets/cats/1.png")
-    first = wait_pause(bus, running)
+    running = RunningNode(node, text="before", caption_path="datasets/cats/1.png")
+    first = wait_for_pause(bus, running)
     os.chmod(folder, 0o500)  # the disk refuses (root ignores modes: then make the .txt a folder instead)
     if os.access(folder, os.W_OK):
         os.chmod(folder, 0o700)
         (folder / "1.txt").mkdir()
     try:
         bus.answer(first["token"], {"approve": True, "text": "my careful edit"})
-        second = wait_pause(bus, running, after=first["token"])
+        second = wait_for_pause(bus, running, after=first["token"])
         assert second["text"] == "my careful edit" and "could not write datasets/cats/1.txt" in second["error"]
     finally:
         os.chmod(folder, 0o700)
