@@ -19,6 +19,7 @@ from PIL import Image, features
 
 from .constants import GRID_THUMB_SIZE, KIND_GRID, PREVIEW_PREFIX
 from .pause import BadAnswer, Pause, register_answer_parser
+from .previews import remove_previews
 
 # Lossy WebP keeps a 256 px thumbnail of a photo near 10-20 kB (a PNG is 5-10x that) and keeps alpha.
 THUMB_QUALITY = 88
@@ -80,17 +81,9 @@ def save_thumbnails(frames, folder: str, longest: int = GRID_THUMB_SIZE) -> list
             entries.append(entry)
             thumbnail(frame, longest).save(os.path.join(folder, entry["filename"]), kind, **options)
     except BaseException:
-        remove_files(entries, folder)
+        remove_previews(entries, folder)
         raise
     return entries
-
-
-def remove_files(entries: list[dict], folder: str) -> None:
-    for entry in entries:
-        try:
-            os.remove(os.path.join(folder, entry["filename"]))
-        except OSError:
-            pass
 
 
 def page_items(names: list[str], thumbs: list[dict], fulls: list[dict], captions: list[Any],

@@ -8,7 +8,7 @@ import shutil
 
 import frontends
 import pytest
-from comfy_server import PACK_FOLDER_NAME, SKIP_REASON, ComfyServer, comfy_paths
+from comfy_server import PACK_FOLDER_NAME, SETTLE_SECONDS, SKIP_REASON, ComfyServer, Events, comfy_paths
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
@@ -97,6 +97,21 @@ def comfy():
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+def server(comfy):
+    """The session's ComfyUI, left with no gate waiting and an empty queue after each test."""
+    yield comfy
+    comfy.settle(SETTLE_SECONDS)
+
+
+@pytest.fixture
+def events(server):
+    """ComfyUI's websocket as one browser tab sees it, for the test's length."""
+    listener = Events(server)
+    yield listener
+    listener.close()
 
 
 @pytest.fixture

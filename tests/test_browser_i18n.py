@@ -77,6 +77,16 @@ class DocRequests:
             self.seen.append((path.split("/docs/", 1)[1], response.status))
 
 
+def assert_help_page_shows(page, docs, heading_text: str, body_text: str, served: str) -> None:
+    """Open the node's help and see the page: its heading, its text, and the file it came from."""
+    open_node_help(page)
+    heading = page.get_by_text(heading_text, exact=True)
+    heading.wait_for(timeout=15_000)
+    assert heading.is_visible()
+    assert page.get_by_text(body_text).is_visible()
+    assert (served, 200) in docs.seen, docs.seen
+
+
 def open_node_help(page) -> None:
     """Select the gate with a click on its title, then click the selection toolbox's info button."""
     # The toolbox floats above the selected node: leave it room below the tab bar.
@@ -101,13 +111,8 @@ def test_the_help_page_opens_from_the_node(server, frontend, context, page_error
     docs = DocRequests(page)
     load_workflow(page, example_workflow())
 
-    open_node_help(page)
-    heading = page.get_by_text(EN_PAGE_HEADING, exact=True)
-    heading.wait_for(timeout=15_000)
-    assert heading.is_visible()
-    assert page.get_by_text(EN_PAGE_TEXT).is_visible()
     # English has no page of its own: the frontend asks for it, then takes the plain page.
-    assert (f"{NODE_ID}.md", 200) in docs.seen, docs.seen
+    assert_help_page_shows(page, docs, EN_PAGE_HEADING, EN_PAGE_TEXT, f"{NODE_ID}.md")
     shoot(page, shots / f"help_page_en_{frontend.id}.png")
 
 
@@ -169,10 +174,5 @@ def test_a_chinese_frontend_shows_the_node_and_its_help_in_chinese(server, front
     wait_idle(page)
 
     # The help page in Chinese, from web/docs/<NodeId>/zh.md.
-    open_node_help(page)
-    heading = page.get_by_text(ZH_PAGE_HEADING, exact=True)
-    heading.wait_for(timeout=15_000)
-    assert heading.is_visible()
-    assert page.get_by_text(ZH_PAGE_TEXT).is_visible()
-    assert (f"{NODE_ID}/zh.md", 200) in docs.seen, docs.seen
+    assert_help_page_shows(page, docs, ZH_PAGE_HEADING, ZH_PAGE_TEXT, f"{NODE_ID}/zh.md")
     shoot(page, shots / f"help_page_zh_{frontend.id}.png")

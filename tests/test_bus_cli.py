@@ -2,44 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from bus_testkit import distinct_frames, snapshot, solid_frames, solid_mask
+from cli_testkit import run_in_process, run_module
 from PIL import Image
 
 from gates import bus, imaging, slots
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 def cli(*args, input_dir: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "gates.bus"]
-    if input_dir is not None:
-        command += ["--input-dir", str(input_dir)]
-    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run(command + [str(a) for a in args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120, env={**clean, **(env or {})})
+    return run_module("gates.bus", *args, input_dir=input_dir, env=env)
 
 
 def cli_here(*args, input_dir: Path | None = None) -> subprocess.CompletedProcess:
     """The same command run in this process (bus.main), for the many variants; much faster than a subprocess."""
-    argv = (["--input-dir", str(input_dir)] if input_dir is not None else []) + [str(a) for a in args]
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = bus.main(argv)
-        except SystemExit as exit_:  # argparse
-            code = exit_.code
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    return run_in_process(bus.main, *args, input_dir=input_dir)
 
 
 @pytest.fixture

@@ -87,13 +87,6 @@ def stripes() -> np.ndarray:
 
 # --- running ---------------------------------------------------------------------------------
 
-@pytest.fixture
-def server(comfy):
-    """The session's ComfyUI, left with no gate waiting and an empty queue after each test."""
-    yield comfy
-    comfy.settle(SETTLE_SECONDS)
-
-
 def pause_of(server, prompt_id: str) -> dict:
     return server.wait_pending(1, timeout=SETTLE_SECONDS, prompt_id=prompt_id)[0]
 

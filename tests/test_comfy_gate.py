@@ -126,64 +126,6 @@ def mask_data_url(alpha: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-# --- websocket ---------------------------------------------------------------------------
-
-class Events:
-    """ComfyUI's websocket for one clientId; keeps every JSON message, like a browser tab would see them."""
-
-    def __init__(self, server):
-        import websocket  # websocket-client, as ComfyUI's own execution tests use
-
-        self.client_id = uuid.uuid4().hex
-        self.messages: list[dict] = []
-        self._lock = threading.Lock()
-        self._ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws?clientId={self.client_id}",
-                                               timeout=30)
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self):
-        while True:
-            try:
-                message = self._ws.recv()
-            except Exception:  # noqa: BLE001 - the socket closed: stop reading
-                return
-            if not message:
-                return  # websocket-client hands back "" once the socket is closed
-            if isinstance(message, str):
-                with self._lock:
-                    self.messages.append(json.loads(message))
-
-    def of(self, kind: str) -> list[dict]:
-        with self._lock:
-            return [m["data"] for m in self.messages if m.get("type") == kind]
-
-    def wait_for(self, kind: str, predicate=lambda data: True, timeout: float = SETTLE_SECONDS) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [data for data in self.of(kind) if predicate(data)]
-            if found:
-                return found[0]
-            time.sleep(0.02)
-        raise AssertionError(f"no {kind} event within {timeout}s; got {[m.get('type') for m in self.messages]}")
-
-    def close(self):
-        self._ws.close()
-        self._thread.join(10)
-
-
-@pytest.fixture
-def server(comfy):
-    """The session's ComfyUI, left with no gate waiting and an empty queue after each test."""
-    yield comfy
-    comfy.settle(SETTLE_SECONDS)
-
-
-@pytest.fixture
-def events(server):
-    listener = Events(server)
-    yield listener
-    listener.close()
 
 
 def choose(server, token: str, route: int, **extra):

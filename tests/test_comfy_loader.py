@@ -63,12 +63,6 @@ def errors_of(history: dict) -> str:
                     if message[0] == "execution_error")
 
 
-@pytest.fixture
-def server(comfy):
-    yield comfy
-    comfy.settle(SETTLE_SECONDS)
-
-
 def new_dataset(server, count=30) -> tuple[str, list]:
     folder = f"datasets/set_{uuid.uuid4().hex[:8]}"
     return folder, make_dataset(server.input_dir / folder, count)

@@ -12,6 +12,7 @@ import time
 import pytest
 from loader_testkit import mtime_settle
 from PIL import Image
+from spying import record_calls
 
 from gates import folders
 from gates.constants import SCRATCH_SUFFIX
@@ -121,15 +122,8 @@ def test_a_listing_is_reused_while_the_folder_is_unchanged_and_redone_when_it_ch
 
 
 def counting_scans(monkeypatch) -> list:
-    scans = []
-    real = folders._scan
-
-    def scan(folder, recursive):
-        scans.append(folder)
-        return real(folder, recursive)
-
-    monkeypatch.setattr(folders, "_scan", scan)
-    return scans
+    """The folders folders.list_images scans on disk (a cached listing scans none)."""
+    return record_calls(monkeypatch, folders, "_scan", lambda folder, recursive: folder)
 
 
 def test_a_listing_made_in_the_same_tick_as_a_change_is_not_trusted(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from route_testkit import serve_handlers
 
-from gates import grid, pools
+from gates import grid, pools, previews
 from gates.constants import GRID_THUMB_SIZE, KIND_GRID, ROUTE_CANCEL, ROUTE_CHOOSE, ROUTE_PENDING, ROUTE_POOL_LIST
 from gates.pause import AlreadyResolved, BadAnswer, GateBus, GateCancelled
 
@@ -81,7 +81,7 @@ def test_thumbnails_are_small_keep_the_aspect_and_alpha(tmp_path, height, width)
         assert max(thumb.size) == min(GRID_THUMB_SIZE, max(height, width))
         assert abs(thumb.size[0] / thumb.size[1] - width / height) < 0.05 * width / height + 2 / thumb.size[1]
         assert thumb.mode == "RGBA"
-    grid.remove_files([entry], str(tmp_path))
+    previews.remove_previews([entry], str(tmp_path))
     assert os.listdir(tmp_path) == []
 
 

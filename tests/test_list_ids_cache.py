@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from spying import record_calls
 
 from gates import imagebus
 
@@ -29,15 +30,7 @@ def bus(tmp_path, monkeypatch):
 
 def probes(monkeypatch):
     """Count the folders list_ids checks for an image."""
-    seen = []
-    real = imagebus._holding_an_image
-
-    def counting(base, candidates):
-        seen.extend(candidates)
-        return real(base, candidates)
-
-    monkeypatch.setattr(imagebus, "_holding_an_image", counting)
-    return seen
+    return record_calls(monkeypatch, imagebus, "_holding_an_image", lambda base, candidates: list(candidates))
 
 
 def test_a_call_while_nothing_changed_checks_no_folder(bus, monkeypatch):

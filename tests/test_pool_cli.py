@@ -3,42 +3,26 @@ for the many variants."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_testkit import run_in_process, run_module
 from PIL import Image
 
 from gates import pools
 from gates.cli import pool as pool_cli
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 def cli(*args, input_dir: Path | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "gates.pool"]
-    if input_dir is not None:
-        command += ["--input-dir", str(input_dir)]
-    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run(command + [str(a) for a in args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120, env=clean)
+    return run_module("gates.pool", *args, input_dir=input_dir)
 
 
 def here(*args, input_dir: Path | None = None) -> subprocess.CompletedProcess:
-    argv = (["--input-dir", str(input_dir)] if input_dir is not None else []) + [str(a) for a in args]
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = pool_cli.main(argv)
-        except SystemExit as exit_:
-            code = exit_.code
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    return run_in_process(pool_cli.main, *args, input_dir=input_dir)
 
 
 @pytest.fixture

@@ -217,7 +217,7 @@ class GridPoolGate:
             keep = tuple(pause.answer or ())
         finally:
             self.bus.discard(pause)
-            grid.remove_files(thumbs, temp)
+            remove_previews(thumbs, temp)
             answered = None if pause.cancelled else list(pause.answer or ())
             comfy.broadcast(EVENT_RESOLVED, {"token": pause.token, "node_id": pause.node_id, "kind": KIND_GRID,
                                              "route": None, "keep": answered, "published": None})
