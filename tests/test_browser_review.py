@@ -11,6 +11,7 @@ per frontend combination.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
@@ -351,6 +352,40 @@ def test_a_gate_answered_elsewhere_leaves_every_review_page(server, phone, deskt
     wait_gone(second_page, entry["token"])
     assert server.wait_done(prompt_id)["status"]["status_str"] == "success"
     assert saved(server, tag, "route3")
+
+
+def test_after_the_connection_drops_the_page_reconnects_and_shows_what_started_waiting_meanwhile(
+        server, phone, page_errors):
+    """A phone that slept: its socket missed the gate's event; the reconnect fetches /pending."""
+    tag = new_tag()
+    state = {"asleep": False, "sockets": []}
+
+    def relay(socket):
+        server_side = socket.connect_to_server()
+        server_side.on_message(lambda message: None if state["asleep"] else socket.send(message))
+        socket.on_message(lambda message: server_side.send(message))
+        state["sockets"].append(socket)
+
+    page = phone.new_page()
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.route_web_socket(re.compile(r"/ws(\?|$)"), relay)
+    page.goto(server.url + ROUTE_REVIEW)
+    page.wait_for_selector(".dsr-connection[data-online=true]", timeout=WAIT_MS)
+
+    state["asleep"] = True
+    prompt_id = server.queue(image_gate_prompt(tag, demo_picture(server, tag)))
+    [entry] = server.wait_pending(1, prompt_id=prompt_id)
+    page.wait_for_timeout(500)
+    assert card(page, entry["token"]).count() == 0, "the event should have been lost with the connection"
+
+    state["asleep"] = False
+    state["sockets"][-1].close()
+    page.wait_for_selector(".dsr-connection[data-online=false]", timeout=WAIT_MS)
+    wait_card(page, entry["token"])
+    assert page.locator(".dsr-connection").get_attribute("data-online") == "true"
+    assert len(state["sockets"]) == 2
+    server.post_json("/datasete_gate/cancel", {"token": entry["token"]})
+    wait_gone(page, entry["token"])  # and the new connection carries the events again
 
 
 def test_a_countdown_shows_when_the_gate_has_a_deadline_and_a_touch_restarts_it(server, phone, page_errors):
