@@ -325,7 +325,8 @@ class Card {
         if (this.kind === "image" && event.key.length === 1 && event.key >= "1" && event.key <= "9") {
             const route = Number(event.key);
             if (route > this.entry.routes) return false;
-            this.answer(ROUTE_CHOOSE, this.panel.mask() ? { route, mask: this.panel.mask() } : { route });
+            const mask = this.panel.mask();
+            this.answer(ROUTE_CHOOSE, mask ? { route, mask } : { route });
             return true;
         }
         return false;
