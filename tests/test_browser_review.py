@@ -142,10 +142,10 @@ def saved(server, tag: str, what: str) -> list:
 
 # --- the page ------------------------------------------------------------------------------------------
 
-def open_review(context, server, errors: list, query: str = ""):
+def open_review(context, server, errors: list, query: str = "", prefix: str = ""):
     page = context.new_page()
     page.on("pageerror", lambda error: errors.append(f"{error}\n{error.stack}"))
-    page.goto(server.url + ROUTE_REVIEW + query)
+    page.goto(server.url + prefix + ROUTE_REVIEW + query)
     page.wait_for_selector(".dsr-connection[data-online=true]", timeout=WAIT_MS)
     return page
 
@@ -316,7 +316,8 @@ def test_cancel_on_the_page_ends_the_run_and_a_gate_waiting_before_the_page_open
     tag = new_tag()
     prompt_id = server.queue(image_gate_prompt(tag, demo_picture(server, tag)))
     [entry] = server.wait_pending(1, prompt_id=prompt_id)
-    page = open_review(phone, server, page_errors)  # /pending brings in what already waits
+    # Under /api/ too; /pending brings in what already waits.
+    page = open_review(phone, server, page_errors, prefix="/api")
     gate = wait_card(page, entry["token"])
     gate.locator(".dsg-cancel").tap()
     wait_gone(page, entry["token"])
