@@ -14,6 +14,8 @@ ROUTE_PENDING = f"/{PACKAGE_PREFIX}/pending"
 ROUTE_CHOOSE = f"/{PACKAGE_PREFIX}/choose"
 ROUTE_CANCEL = f"/{PACKAGE_PREFIX}/cancel"
 ROUTE_BUS_LIST = f"/{PACKAGE_PREFIX}/bus/list"
+# A standalone page (a phone, a second screen) that lists and answers every waiting gate.
+ROUTE_REVIEW = f"/{PACKAGE_PREFIX}/review"
 
 EVENT_PREVIEW = f"{PACKAGE_PREFIX}.preview"
 EVENT_RESOLVED = f"{PACKAGE_PREFIX}.resolved"

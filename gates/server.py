@@ -14,7 +14,7 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from . import imagebus, imaging, pools
+from . import imagebus, imaging, pools, review_page
 from .constants import (
     MAX_REQUEST_BYTES,
     ROUTE_BUS_LIST,
@@ -22,6 +22,7 @@ from .constants import (
     ROUTE_CHOOSE,
     ROUTE_PENDING,
     ROUTE_POOL_LIST,
+    ROUTE_REVIEW,
 )
 from .pause import GATES, KIND_IMAGE, GateBus, GateError, validate_route
 
@@ -91,10 +92,11 @@ def _guarded(handler):
 
 def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = None,
                   max_body: int = MAX_REQUEST_BYTES, input_dir: Callable[[], str] | None = None,
-                  user_dir: Callable[[], str] | None = None, pool_base: Callable[[], str] | None = None) -> dict:
+                  user_dir: Callable[[], str] | None = None, pool_base: Callable[[], str] | None = None,
+                  extension_name: Callable[[], str] | None = None) -> dict:
     """The route handlers, bound to a GateBus, a way to find the slot folder and a body size limit
     (and, for the folder loader's routes, ways to find the input and user folders; for the pool list,
-    the pool folder)."""
+    the pool folder; for the review page, the name ComfyUI serves the pack's web folder under)."""
 
     async def pending(_request):
         return web.json_response({"pending": bus.pending()})
@@ -150,6 +152,12 @@ def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = Non
             return web.json_response({"pools": [], "error": f"cannot list {base}: {exc.strerror or exc}"})
         return web.json_response({"pools": found})
 
+    async def review(_request):
+        # The query is not read: the page takes its language (?lang=) in the browser, so no query can fail here.
+        name = (extension_name or review_page.extension_name)()
+        return web.Response(text=review_page.render(name), content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
+
     return {
         ("GET", ROUTE_PENDING): _guarded(pending),
         ("POST", ROUTE_CHOOSE): _guarded(choose),
@@ -157,6 +165,7 @@ def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = Non
         ("GET", ROUTE_BUS_LIST): _guarded(bus_list),
         **loader_handlers(max_body, input_dir, user_dir),
         ("GET", ROUTE_POOL_LIST): _guarded(pool_list),
+        ("GET", ROUTE_REVIEW): _guarded(review),
     }
 
 

@@ -2,7 +2,7 @@
 // preview (every frame), the mask painting tools, one button per route and Cancel.
 // It only renders and reports; image_gate.js talks to the server.
 
-import { t } from "./i18n.js";
+import { t } from "./i18n_core.js";
 import { MaskPainter } from "./mask_painter.js";
 
 // Heights (CSS px) of the panel's fixed rows. The panel has one size whether the gate is idle or

@@ -7,7 +7,7 @@
 //   viewer: ←/→ previous/next · Space or Enter toggles · Ctrl+Enter sends · Esc (or a click outside) closes
 
 import { IdPicker, el, previewURL } from "./gate_panel.js";
-import { t } from "./i18n.js";
+import { t } from "./i18n_core.js";
 
 const GAP = 6; // px between tiles; the CSS uses the same
 export const IDLE_HINT = "Pauses here when the workflow runs: a page of the pool shows here as a grid. Click the ones to keep, then Send.";

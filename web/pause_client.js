@@ -5,7 +5,7 @@
 // reconnect. A tracker keeps the entries of its own kind only, by node id, and never brings back a
 // token it saw resolved. Only the frontend's public `api` object is used.
 
-import { t } from "./i18n.js";
+import { t } from "./i18n_core.js";
 
 const EVENT_PREVIEW = "datasete_gate.preview";
 const EVENT_RESOLVED = "datasete_gate.resolved";
