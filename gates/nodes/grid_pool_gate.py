@@ -13,8 +13,6 @@ import numpy as np
 from .. import grid, imaging, pools
 from ..constants import (
     CATEGORY,
-    EVENT_PREVIEW,
-    EVENT_RESOLVED,
     GRID_PAGE_SIZE_DEFAULT,
     GRID_PAGE_SIZE_MAX,
     KIND_GRID,
@@ -22,10 +20,10 @@ from ..constants import (
     POOL_PENDING,
     SOURCE_INPUT,
     SOURCE_POOL,
-    WAIT_SLICE_SECONDS,
 )
-from ..pause import GATES, GateBus, GateCancelled
+from ..pause import GATES, GateBus
 from ..previews import remove_previews, save_previews
+from ..waiting import waiting
 from .pool_add import status, tell
 
 log = logging.getLogger("datasete_gates")
@@ -208,17 +206,14 @@ class GridPoolGate:
                    "remaining": max(0, int(pending) - len(items)), "page_size": page_size}
         pause = self.bus.arm(unique_id, 0, prompt_id=prompt_id, images=thumbs, source=source,
                              frames=len(items), kind=KIND_GRID, details=details)
+
+        def resolved(done):
+            return {"kind": KIND_GRID, "route": None,
+                    "keep": None if done.cancelled else list(done.answer or ()), "published": None}
+
         try:
-            comfy.broadcast(EVENT_PREVIEW, pause.entry())
-            try:
-                self.bus.wait(pause, comfy.check_interrupt, WAIT_SLICE_SECONDS)
-            except GateCancelled:
-                raise comfy.interrupted_exception() from None
-            keep = tuple(pause.answer or ())
+            with waiting(self.bus, comfy, pause, resolved):
+                keep = tuple(pause.answer or ())
         finally:
-            self.bus.discard(pause)
             grid.remove_files(thumbs, temp)
-            answered = None if pause.cancelled else list(pause.answer or ())
-            comfy.broadcast(EVENT_RESOLVED, {"token": pause.token, "node_id": pause.node_id, "kind": KIND_GRID,
-                                             "route": None, "keep": answered, "published": None})
         return keep

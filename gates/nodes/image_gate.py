@@ -16,17 +16,15 @@ import torch
 from .. import imagebus, imaging
 from ..constants import (
     CATEGORY,
-    EVENT_PREVIEW,
-    EVENT_RESOLVED,
     MAX_ROUTES,
     NODE_ID,
     SOURCE_BUS,
     SOURCE_INPUT,
-    WAIT_SLICE_SECONDS,
 )
-from ..pause import GATES, GateBus, GateCancelled
+from ..pause import GATES, GateBus
 from ..previews import remove_previews, save_previews
 from ..slots import bus_write, resolve_source
+from ..waiting import waiting
 
 log = logging.getLogger("datasete_gates")
 
@@ -246,26 +244,22 @@ class ImageGate:
                              source=source, slot=slot, width=width, height=height, frames=batch,
                              details=details)
         published = None
+
+        def resolved(done):
+            return {"route": None if done.cancelled else done.route, "published": published}
+
         try:
-            comfy.broadcast(EVENT_PREVIEW, pause.entry())
-            try:
-                self.bus.wait(pause, comfy.check_interrupt, WAIT_SLICE_SECONDS)
-            except GateCancelled:
-                raise comfy.interrupted_exception() from None
-            if pause.mask is not None:
-                mask = mask_from_stash(pause.mask, image)
-            elif loaded_mask is not None:
-                mask = loaded_mask
-            else:
-                mask = mask_from_stash(None, image)
-            if send_id and publish_route in (None, pause.route):
-                # The frames converted for the preview are published as they are: no second conversion.
-                bus_write(base, send_id, frames, imaging.mask_to_uint8(mask))
-                published = send_id
+            with waiting(self.bus, comfy, pause, resolved):
+                if pause.mask is not None:
+                    mask = mask_from_stash(pause.mask, image)
+                elif loaded_mask is not None:
+                    mask = loaded_mask
+                else:
+                    mask = mask_from_stash(None, image)
+                if send_id and publish_route in (None, pause.route):
+                    # The frames converted for the preview are published as they are: no second conversion.
+                    bus_write(base, send_id, frames, imaging.mask_to_uint8(mask))
+                    published = send_id
         finally:
-            self.bus.discard(pause)
             remove_previews(previews, temp)
-            comfy.broadcast(EVENT_RESOLVED, {
-                "token": pause.token, "node_id": pause.node_id,
-                "route": None if pause.cancelled else pause.route, "published": published})
         return (mask,) + route_tuple(pause.route - 1, image, blocker, MAX_ROUTES)

@@ -7,10 +7,11 @@ and the answer's rules) and previews. ComfyUI itself is imported only through ga
 from __future__ import annotations
 
 from .. import captions, imaging
-from ..constants import CATEGORY, EVENT_PREVIEW, EVENT_RESOLVED, KIND_TEXT, WAIT_SLICE_SECONDS
+from ..constants import CATEGORY, KIND_TEXT
 from ..folders import FolderError
-from ..pause import GATES, GateBus, GateCancelled
+from ..pause import GATES, GateBus
 from ..previews import remove_previews, save_previews
+from ..waiting import waiting
 
 
 def validate_caption_path(input_dir, caption_path) -> tuple[str, object] | None:
@@ -99,16 +100,17 @@ class TextGate:
                    "caption_path": caption_path or None, "caption_file": target[0] if target else None,
                    "error": None}
         written = None
+
+        def resolved(done):
+            return {"kind": KIND_TEXT, "route": None,
+                    "approved": None if done.cancelled or done.answer is None else done.answer["approve"],
+                    "written": written, "published": None}
+
         try:
             while True:
                 pause = self.bus.arm(unique_id, 0, prompt_id=comfy.current_prompt_id(), images=previews,
                                      width=width, height=height, frames=frames, kind=KIND_TEXT, details=details)
-                try:
-                    comfy.broadcast(EVENT_PREVIEW, pause.entry())
-                    try:
-                        self.bus.wait(pause, comfy.check_interrupt, WAIT_SLICE_SECONDS)
-                    except GateCancelled:
-                        raise comfy.interrupted_exception() from None
+                with waiting(self.bus, comfy, pause, resolved):
                     answer = pause.answer
                     if not answer["approve"] or target is None:
                         break
@@ -122,12 +124,6 @@ class TextGate:
                         details = {**details, "text": answer["text"],
                                    "trigger_present": captions.has_trigger(answer["text"], trigger),
                                    "error": f"could not write {target[0]}: {reason}"}
-                finally:
-                    self.bus.discard(pause)
-                    comfy.broadcast(EVENT_RESOLVED, {
-                        "token": pause.token, "node_id": pause.node_id, "kind": KIND_TEXT, "route": None,
-                        "approved": None if pause.cancelled or pause.answer is None else pause.answer["approve"],
-                        "written": written, "published": None})
         finally:
             remove_previews(previews, temp)
         if not answer["approve"]:
