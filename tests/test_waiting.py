@@ -60,7 +60,7 @@ def test_an_answer_is_announced_yielded_and_reported_after_the_block():
     thread.join(JOIN_SECONDS)
     assert comfy.events[0] == (EVENT_PREVIEW, pause.entry())
     assert comfy.events[1] == (EVENT_RESOLVED, {"token": pause.token, "node_id": "7", "route": 2,
-                                                "extra": "published"})
+                                                "extra": "published", "timed_out": False})
     assert bus.pending() == []
 
 
@@ -89,5 +89,5 @@ def test_a_failure_inside_the_block_still_forgets_the_pause_and_reports():
     bus.resolve(pause.token, 1)
     with pytest.raises(OSError), waiting(bus, comfy, pause, lambda p: {"route": p.route}, 0.01):
         raise OSError("disk full")
-    assert comfy.events[-1] == (EVENT_RESOLVED, {"token": pause.token, "node_id": "5", "route": 1})
+    assert comfy.events[-1] == (EVENT_RESOLVED, {"token": pause.token, "node_id": "5", "route": 1, "timed_out": False})
     assert bus.pending() == []
