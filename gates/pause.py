@@ -79,6 +79,8 @@ class Pause:
     timeout: int = 0
     deadline: float | None = None
     timed_out: bool = False
+    # What the gate does when the deadline passes (shown with the countdown); None without a timeout.
+    on_timeout: str | None = None
     # Status entries said about this pause (a timeout), for the node's UI output.
     notes: list = field(default_factory=list)
     decided: threading.Event = field(default_factory=threading.Event)
@@ -100,6 +102,7 @@ class Pause:
             "frames": self.frames,
             "deadline": self.deadline,
             "timeout": self.timeout,
+            "on_timeout": self.on_timeout,
         }
 
 
@@ -125,12 +128,13 @@ class GateBus:
 
     def arm(self, node_id: str, routes: int = 0, *, prompt_id: str | None = None, images=(),
             source: str = "input", slot: str | None = None, width: int = 0, height: int = 0,
-            frames: int = 1, kind: str = KIND_IMAGE, details: dict | None = None, timeout: int = 0) -> Pause:
+            frames: int = 1, kind: str = KIND_IMAGE, details: dict | None = None, timeout: int = 0,
+            on_timeout: str | None = None) -> Pause:
         timeout = max(0, int(timeout or 0))
         pause = Pause(token=secrets.token_urlsafe(16), node_id=str(node_id), prompt_id=prompt_id,
                       routes=int(routes), images=list(images), source=source, slot=slot,
                       width=int(width), height=int(height), frames=int(frames), kind=kind,
-                      details=dict(details or {}), timeout=timeout,
+                      details=dict(details or {}), timeout=timeout, on_timeout=on_timeout if timeout else None,
                       deadline=self._clock() + timeout if timeout else None)
         with self._lock:
             self._pauses[pause.token] = pause

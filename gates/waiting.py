@@ -31,8 +31,9 @@ GATE_NAMES = {"image": "Image Gate", "grid": "Grid Pool Gate", "text": "Text Gat
 
 
 def say(comfy, node_id, prompt_id, kind: str, reason: str, text: str, level: int = logging.INFO,
-        **extra) -> dict:
-    """Log `text` once, show it on the node in every tab (EVENT_GATE_STATUS); the entry.
+        tell: bool = True, **extra) -> dict:
+    """Log `text` once, show it on the node in every tab (EVENT_GATE_STATUS, unless `tell` is false:
+    then the caller sends it); the entry.
 
     `reason` and the fields in `extra` let the browser word it in its own language; `text` is the
     English sentence for the log and /history.
@@ -40,7 +41,8 @@ def say(comfy, node_id, prompt_id, kind: str, reason: str, text: str, level: int
     entry = {"node_id": None if node_id is None else str(node_id), "prompt_id": prompt_id, "kind": kind,
              "reason": reason, "text": text, "level": logging.getLevelName(level).lower(), **extra}
     log.log(level, "%s %s: %s", GATE_NAMES.get(kind, kind), entry["node_id"], text)
-    comfy.broadcast(EVENT_GATE_STATUS, entry)
+    if tell:
+        comfy.broadcast(EVENT_GATE_STATUS, entry)
     return entry
 
 
@@ -67,8 +69,9 @@ def waiting(bus: GateBus, comfy, pause: Pause, resolved: Callable[[Pause], dict]
         except GateCancelled:
             raise comfy.interrupted_exception() from None
         if pause.timed_out:
+            # Told after the resolved event, so a panel that goes idle on it then shows why.
             pause.notes.append(say(comfy, pause.node_id, pause.prompt_id, pause.kind, "timed_out",
-                                   describe(pause.timeout, on_timeout), timeout=pause.timeout,
+                                   describe(pause.timeout, on_timeout), tell=False, timeout=pause.timeout,
                                    on_timeout=on_timeout))
             if on_timeout == ON_TIMEOUT_CANCEL:
                 raise comfy.interrupted_exception()
@@ -77,5 +80,8 @@ def waiting(bus: GateBus, comfy, pause: Pause, resolved: Callable[[Pause], dict]
         bus.discard(pause)
         event = {"token": pause.token, "node_id": pause.node_id, **resolved(pause), "timed_out": pause.timed_out}
         if pause.timed_out:
-            event["on_timeout"] = on_timeout
+            event.update(on_timeout=on_timeout, timeout=pause.timeout)
         comfy.broadcast(EVENT_RESOLVED, event)
+        for note in pause.notes:
+            if note.get("reason") == "timed_out":
+                comfy.broadcast(EVENT_GATE_STATUS, note)

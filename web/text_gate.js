@@ -8,6 +8,8 @@ import { el, previewURL } from "./gate_panel.js";
 import { waitingGates } from "./dock.js";
 import { t } from "./i18n.js";
 import { isTyping, PauseTracker } from "./pause_client.js";
+import { Countdown } from "./countdown.js";
+import { onGateStatus } from "./gate_status.js";
 
 const NODE_CLASS = "DataseteTextGate";
 const KIND = "text";
@@ -96,9 +98,10 @@ class TextPanel {
     #buildPause() {
         this.file = el("span", { class: "dsg-text-file" });
         this.meta = el("span", { class: "dsg-meta" });
+        this.countdown = new Countdown();
         const head = el("div", { class: "dsg-head" }, [
             el("span", { class: "dsg-dot" }), el("span", { class: "dsg-title", text: t("text.title", "Edit the text") }),
-            this.file, this.meta]);
+            this.file, this.meta, this.countdown.element]);
 
         this.image = el("img", { class: "dsg-text-img", alt: t("text.imageAlt", "the image of this text"), draggable: "false" });
         this.viewport = el("div", { class: "dsg-text-viewport" }, [this.image]);
@@ -153,6 +156,7 @@ class TextPanel {
         });
         const buttons = el("div", { class: "dsg-text-buttons" }, [this.approveButton, this.rejectButton, this.cancelButton]);
         this.pause = el("div", { class: "dsg-text-pause" }, [head, this.viewport, this.editor, info, this.status, buttons]);
+        this.countdown.watch(this.pause); // a keystroke in the text, a click: the person is still at it
     }
 
     showPause(entry) {
@@ -160,6 +164,7 @@ class TextPanel {
         this.entry = entry;
         this.element.dataset.state = "waiting";
         this.element.dataset.token = entry.token;
+        this.countdown.show(entry); // a fresh /pending may carry a moved deadline for the same pause
         if (same) return;
         this.setBusy(false);
         this.confirming = false;
@@ -195,6 +200,7 @@ class TextPanel {
 
     showIdle(note = "") {
         this.entry = null;
+        this.countdown.stop();
         this.setBusy(false);
         this.confirming = false;
         this.element.dataset.state = "idle";
@@ -409,6 +415,11 @@ app.registerExtension({
     async setup() {
         loadStyles();
         window.addEventListener("keydown", onKeyDown, { capture: true });
+        // A timeout's outcome, a caption that could not be written: said on the idle node.
+        onGateStatus(KIND, (key, text) => {
+            const node = app.graph?.getNodeById?.(key);
+            if (isTextGate(node) && panels.has(node) && !panels.get(node).waiting) panels.get(node).showIdle(text);
+        });
         await tracker.listen();
     },
 

@@ -41,6 +41,19 @@ def pool_view(pool: str, file: str) -> dict:
     return {"filename": file, "subfolder": f"{POOL_DIR_NAME}/{pool}/{POOL_PENDING}", "type": "input"}
 
 
+def timed_out_fields(notes: list[dict]) -> dict:
+    """The last timeout among `notes`, as fields of the grid's status (so the browser can word it)."""
+    for note in reversed(notes):
+        if note.get("reason") == "timed_out":
+            return {"timed_out": True, "timeout": note["timeout"], "on_timeout": note["on_timeout"]}
+    return {}
+
+
+def timed_out_prefix(notes: list[dict]) -> str:
+    fields = timed_out_fields(notes)
+    return f"timed out ({fields['on_timeout']}) · " if fields else ""
+
+
 class Shown:
     """One page as the person sees it: names, pixels (or the batch's frame indexes) and captions."""
 
@@ -167,8 +180,9 @@ class GridPoolGate:
         counts = moved.counts
         text = (f"kept {len(kept)} of {len(shown.names)} · pool: pending {counts['pending']} · "
                 f"kept {counts['kept']} · rejected {counts['rejected']}")
-        ui = tell(comfy, status(unique_id, prompt_id, pool, "grid", text, reason="decided", paused=True,
-                                counts=counts, kept=[shown.names[i] for i in kept], shown=len(shown.names)))
+        ui = tell(comfy, status(unique_id, prompt_id, pool, "grid", timed_out_prefix(notes) + text, reason="decided",
+                                paused=True, counts=counts, kept=[shown.names[i] for i in kept],
+                                shown=len(shown.names), **timed_out_fields(notes)))
         ui.update(status_ui(*notes))
 
         def image(index):
@@ -202,8 +216,10 @@ class GridPoolGate:
             kept += [start + i for i in keep]
         chosen = set(kept)
         rejected = [i for i in range(total) if i not in chosen]
-        ui = tell(comfy, status(unique_id, prompt_id, "", "grid", f"kept {len(kept)} of {total} frames",
-                                reason="batch_decided", paused=True, kept_count=len(kept), shown=total))
+        ui = tell(comfy, status(unique_id, prompt_id, "", "grid",
+                                timed_out_prefix(notes) + f"kept {len(kept)} of {total} frames",
+                                reason="batch_decided", paused=True, kept_count=len(kept), shown=total,
+                                **timed_out_fields(notes)))
         ui.update(status_ui(*notes))
         outputs = self._outputs(blocker, [images[i:i + 1] for i in kept], [""] * len(kept),
                                 [images[i:i + 1] for i in rejected], [f"frame_{i:04d}" for i in kept])
@@ -226,7 +242,7 @@ class GridPoolGate:
         details = {"items": items, "pool": pool, "pending": int(pending),
                    "remaining": max(0, int(pending) - len(items)), "page_size": page_size}
         pause = self.bus.arm(unique_id, 0, prompt_id=prompt_id, images=thumbs, source=source,
-                             frames=len(items), kind=KIND_GRID, details=details, timeout=timeout)
+                             frames=len(items), kind=KIND_GRID, details=details, timeout=timeout, on_timeout=on_timeout)
 
         def resolved(done):
             return {"kind": KIND_GRID, "route": None,

@@ -272,7 +272,7 @@ class ImageGate:
                 details = {"mask": shown[0], "mask_source": f"slot {get_id}"}
         pause = self.bus.arm(unique_id, routes, prompt_id=comfy.current_prompt_id(), images=previews[:batch],
                              source=source, slot=slot, width=width, height=height, frames=batch,
-                             details=details, timeout=timeout)
+                             details=details, timeout=timeout, on_timeout=on_timeout)
         published = publish_error = None
         notes = []
 

@@ -124,7 +124,7 @@ class TextGate:
             while True:
                 pause = self.bus.arm(unique_id, 0, prompt_id=comfy.current_prompt_id(), images=previews,
                                      width=width, height=height, frames=frames, kind=KIND_TEXT, details=details,
-                                     timeout=timeout)
+                                     timeout=timeout, on_timeout=on_timeout)
                 with waiting(self.bus, comfy, pause, resolved, on_timeout=on_timeout):
                     notes += pause.notes
                     if pause.timed_out:
