@@ -240,6 +240,9 @@ def test_image_gate_cancel_on_timeout_ends_the_run_as_interrupted(fake):
     assert resolved["timed_out"] is True and resolved["on_timeout"] == "cancel"
     status = [data for event, data in fake.events if event == EVENT_GATE_STATUS]
     assert [s["reason"] for s in status] == ["timed_out"] and "timed out after 30 s" in status[0]["text"]
+    # The status comes after the resolved event, so a panel that goes idle on the one then shows the other.
+    names = [event for event, data in fake.events if data.get("token") == entry["token"] or event == EVENT_GATE_STATUS]
+    assert names[-2:] == [EVENT_RESOLVED, EVENT_GATE_STATUS]
     assert node.bus.pending() == [] and fake.preview_files() == []
 
 
@@ -302,6 +305,9 @@ def test_grid_keep_all_keep_none_and_block_on_timeout(fake):
     assert isinstance(kept, fake.ExecutionBlocker) and len(rejected) == 2
     assert all(isinstance(out, fake.ExecutionBlocker) for out in outcomes["block"]["result"])
     assert outcomes["block"]["ui"][GATE_STATUS_UI_KEY][0]["on_timeout"] == "block"
+    [decided] = outcomes["keep_all"]["ui"]["datasete_pool"]
+    assert decided["timed_out"] is True and decided["on_timeout"] == "keep_all" and decided["timeout"] == 9
+    assert decided["text"].startswith("timed out (keep_all) · kept 2 of 2")
     folder = os.path.join(pool_base, "p")
     assert sorted(os.listdir(os.path.join(folder, "kept"))) == ["000001.png", "000002.png"]
     assert sorted(os.listdir(os.path.join(folder, "rejected"))) == ["000003.png", "000004.png"]
