@@ -301,7 +301,8 @@ class ImageGate:
                     except OSError as exc:
                         # The person chose: the image still goes down that route. The slot keeps its
                         # old version (a publish is all or nothing); the node and the log say why.
-                        publish_error = f"could not publish to slot {send_id!r}: {exc.strerror or exc}"
+                        publish_error = str(exc) if isinstance(exc, imagebus.SlotError) else (
+                            f"slot {send_id!r}: could not publish: {exc.strerror or exc}")
                         notes.append(say(comfy, unique_id, pause.prompt_id, KIND_IMAGE, "publish_failed",
                                          publish_error, logging.ERROR, slot=send_id))
         finally:
