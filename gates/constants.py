@@ -16,9 +16,28 @@ ROUTE_CANCEL = f"/{PACKAGE_PREFIX}/cancel"
 ROUTE_BUS_LIST = f"/{PACKAGE_PREFIX}/bus/list"
 # A standalone page (a phone, a second screen) that lists and answers every waiting gate.
 ROUTE_REVIEW = f"/{PACKAGE_PREFIX}/review"
+# POST {"token"}: the person is still at it; restart the waiting gate's timeout countdown.
+ROUTE_TOUCH = f"/{PACKAGE_PREFIX}/touch"
 
 EVENT_PREVIEW = f"{PACKAGE_PREFIX}.preview"
 EVENT_RESOLVED = f"{PACKAGE_PREFIX}.resolved"
+# A waiting gate's countdown restarted (a touch): {"token", "node_id", "deadline"}, so every tab shows it.
+EVENT_DEADLINE = f"{PACKAGE_PREFIX}.deadline"
+# What a gate did that is not a pause or a choice ("slot 'x' not found: nothing to gate", a publish
+# that failed, a timeout's outcome): {"node_id", "prompt_id", "kind", "reason", "text", ...}.
+EVENT_GATE_STATUS = f"{PACKAGE_PREFIX}.gate_status"
+# The key of that status in the node's UI output (and so in /history).
+GATE_STATUS_UI_KEY = "datasete_gate_status"
+
+# --- timeouts: every gate kind has `timeout` (seconds, 0 = wait forever) and `on_timeout` ----------
+TIMEOUT_MAX_SECONDS = 7 * 24 * 3600
+ON_TIMEOUT_CANCEL = "cancel"      # end the run as interrupted, as ComfyUI's own Cancel does
+ON_TIMEOUT_BLOCK = "block"        # block every output; the run succeeds
+IMAGE_ON_TIMEOUT = (ON_TIMEOUT_CANCEL, ON_TIMEOUT_BLOCK) + tuple(f"route_{n}" for n in range(1, MAX_ROUTES + 1))
+GRID_ON_TIMEOUT = (ON_TIMEOUT_CANCEL, ON_TIMEOUT_BLOCK, "keep_all", "keep_none")
+TEXT_ON_TIMEOUT = (ON_TIMEOUT_CANCEL, ON_TIMEOUT_BLOCK, "approve", "reject")
+
+KIND_IMAGE = "image"
 
 SOURCE_INPUT = "input"
 SOURCE_BUS = "bus"

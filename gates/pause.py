@@ -15,11 +15,12 @@ from __future__ import annotations
 import collections
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .constants import RESOLVED_TOKEN_MEMORY, WAIT_SLICE_SECONDS
+from .constants import KIND_IMAGE, RESOLVED_TOKEN_MEMORY, WAIT_SLICE_SECONDS
 
 
 class GateError(Exception):
@@ -50,7 +51,7 @@ class GateCancelled(Exception):
     """The person pressed the gate's own Cancel."""
 
 
-KIND_IMAGE = "image"
+__all__ = ["KIND_IMAGE"]  # re-exported: the server and the nodes take it from here too
 
 
 @dataclass
@@ -73,6 +74,15 @@ class Pause:
     route: int | None = None
     mask: Any = None
     cancelled: bool = False
+    # Seconds of no interaction after which the gate answers itself (0: never), and when that is
+    # (epoch seconds; None without a timeout). A touch moves the deadline on.
+    timeout: int = 0
+    deadline: float | None = None
+    timed_out: bool = False
+    # What the gate does when the deadline passes (shown with the countdown); None without a timeout.
+    on_timeout: str | None = None
+    # Status entries said about this pause (a timeout), for the node's UI output.
+    notes: list = field(default_factory=list)
     decided: threading.Event = field(default_factory=threading.Event)
 
     def entry(self) -> dict:
@@ -90,6 +100,9 @@ class Pause:
             "width": self.width,
             "height": self.height,
             "frames": self.frames,
+            "deadline": self.deadline,
+            "timeout": self.timeout,
+            "on_timeout": self.on_timeout,
         }
 
 
@@ -105,7 +118,9 @@ def validate_route(route: Any, routes: int) -> int:
 class GateBus:
     """Pauses by token. Thread-safe: gates wait in the prompt worker, routes run on the server loop."""
 
-    def __init__(self, resolved_memory: int = RESOLVED_TOKEN_MEMORY):
+    def __init__(self, resolved_memory: int = RESOLVED_TOKEN_MEMORY, clock: Callable[[], float] = time.time):
+        # Deadlines are wall-clock epoch seconds, because browsers count down to them.
+        self._clock = clock
         self._lock = threading.Lock()
         self._pauses: dict[str, Pause] = {}
         self._resolved: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -113,11 +128,14 @@ class GateBus:
 
     def arm(self, node_id: str, routes: int = 0, *, prompt_id: str | None = None, images=(),
             source: str = "input", slot: str | None = None, width: int = 0, height: int = 0,
-            frames: int = 1, kind: str = KIND_IMAGE, details: dict | None = None) -> Pause:
+            frames: int = 1, kind: str = KIND_IMAGE, details: dict | None = None, timeout: int = 0,
+            on_timeout: str | None = None) -> Pause:
+        timeout = max(0, int(timeout or 0))
         pause = Pause(token=secrets.token_urlsafe(16), node_id=str(node_id), prompt_id=prompt_id,
                       routes=int(routes), images=list(images), source=source, slot=slot,
                       width=int(width), height=int(height), frames=int(frames), kind=kind,
-                      details=dict(details or {}))
+                      details=dict(details or {}), timeout=timeout, on_timeout=on_timeout if timeout else None,
+                      deadline=self._clock() + timeout if timeout else None)
         with self._lock:
             self._pauses[pause.token] = pause
         return pause
@@ -160,6 +178,23 @@ class GateBus:
             self._decide(pause)
         return pause
 
+    def touch(self, token: Any) -> Pause:
+        """The person is still at it: restart the countdown of a pause with a timeout (a no-op without)."""
+        with self._lock:
+            pause = self._undecided(token)
+            if pause.timeout:
+                pause.deadline = self._clock() + pause.timeout
+        return pause
+
+    def expire(self, pause: Pause) -> bool:
+        """Decide `pause` as timed out if its deadline has passed and nothing decided it first."""
+        with self._lock:
+            if pause.decided.is_set() or pause.deadline is None or self._clock() < pause.deadline:
+                return False
+            pause.timed_out = True
+            self._decide(pause)
+        return True
+
     def cancel(self, token: Any) -> Pause:
         with self._lock:
             pause = self._undecided(token)
@@ -169,15 +204,17 @@ class GateBus:
 
     def wait(self, pause: Pause, check_interrupt: Callable[[], None] | None = None,
              slice_seconds: float = WAIT_SLICE_SECONDS) -> Pause:
-        """Block until the pause is decided; `check_interrupt` raises to abandon the wait.
+        """Block until the pause is decided or times out; `check_interrupt` raises to abandon the wait.
 
-        Wakes at once on a decision; the slices only bound how late an interrupt is seen.
-        The pause is forgotten however the wait ends, so nothing is left behind.
+        Wakes at once on a decision; the slices only bound how late an interrupt or a deadline is
+        seen. A timed-out pause returns with `timed_out` set and no answer. The pause is forgotten
+        however the wait ends, so nothing is left behind.
         """
         try:
             while not pause.decided.wait(slice_seconds):
                 if check_interrupt is not None:
                     check_interrupt()
+                self.expire(pause)
         finally:
             self.discard(pause)
         if pause.cancelled:

@@ -16,6 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import imagebus, imaging, pools, review_page
 from .constants import (
+    EVENT_DEADLINE,
     MAX_REQUEST_BYTES,
     ROUTE_BUS_LIST,
     ROUTE_CANCEL,
@@ -23,6 +24,7 @@ from .constants import (
     ROUTE_PENDING,
     ROUTE_POOL_LIST,
     ROUTE_REVIEW,
+    ROUTE_TOUCH,
 )
 from .pause import GATES, KIND_IMAGE, GateBus, GateError, validate_route
 
@@ -93,10 +95,20 @@ def _guarded(handler):
 def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = None,
                   max_body: int = MAX_REQUEST_BYTES, input_dir: Callable[[], str] | None = None,
                   user_dir: Callable[[], str] | None = None, pool_base: Callable[[], str] | None = None,
+                  broadcast: Callable[[str, dict], None] | None = None,
                   extension_name: Callable[[], str] | None = None) -> dict:
     """The route handlers, bound to a GateBus, a way to find the slot folder and a body size limit
     (and, for the folder loader's routes, ways to find the input and user folders; for the pool list,
-    the pool folder; for the review page, the name ComfyUI serves the pack's web folder under)."""
+    the pool folder; for touch, how to tell every tab; for the review page, the name ComfyUI serves
+    the pack's web folder under)."""
+
+    def tell(event: str, data: dict) -> None:
+        if broadcast is not None:
+            broadcast(event, data)
+            return
+        from .gates_compat import broadcast as comfy_broadcast
+
+        comfy_broadcast(event, data)
 
     async def pending(_request):
         return web.json_response({"pending": bus.pending()})
@@ -125,6 +137,17 @@ def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = Non
         token = body.get("token")
         bus.cancel(token)
         return web.json_response({"ok": True, "token": token, "route": None})
+
+    async def touch(request):
+        body = await _read_json(request, max_body)
+        token = body.get("token")
+        if not isinstance(token, str) or not token:
+            raise BadRequest(f"token must be a non-empty string, got {token!r}")
+        pause = bus.touch(token)
+        if pause.deadline is not None:
+            # Every tab (and the review page) counts down to the same moment.
+            tell(EVENT_DEADLINE, {"token": pause.token, "node_id": pause.node_id, "deadline": pause.deadline})
+        return web.json_response({"deadline": pause.deadline})
 
     async def bus_list(_request):
         if bus_base is None:
@@ -162,6 +185,7 @@ def make_handlers(bus: GateBus = GATES, bus_base: Callable[[], str] | None = Non
         ("GET", ROUTE_PENDING): _guarded(pending),
         ("POST", ROUTE_CHOOSE): _guarded(choose),
         ("POST", ROUTE_CANCEL): _guarded(cancel),
+        ("POST", ROUTE_TOUCH): _guarded(touch),
         ("GET", ROUTE_BUS_LIST): _guarded(bus_list),
         **loader_handlers(max_body, input_dir, user_dir),
         ("GET", ROUTE_POOL_LIST): _guarded(pool_list),

@@ -269,12 +269,15 @@ def test_a_slot_put_from_the_command_line_is_gated_by_the_running_server(server,
 # --- no-ops ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("get_id", ["", "no_such_slot"])
-def test_no_image_and_an_empty_or_unknown_get_id_is_a_silent_no_op(server, get_id):
+def test_no_image_and_an_empty_or_unknown_get_id_blocks_and_says_so(server, get_id):
     before = disk_state(server)
     prompt_id = server.queue(gate_prompt(new_tag(), None, get_id=get_id))
     history = server.wait_done(prompt_id, SETTLE_SECONDS)
     assert history["status"]["status_str"] == "success"
-    assert history["outputs"] == {}  # nothing behind the gate ran
+    # Nothing behind the gate ran; the gate's own UI output says why.
+    assert list(history["outputs"]) == [GATE]
+    [status] = history["outputs"][GATE]["datasete_gate_status"]
+    assert status["reason"] == ("no_slot" if get_id else "no_image") and "nothing to gate" in status["text"]
     assert server.pending() == []
     assert disk_state(server) == before
 

@@ -280,12 +280,14 @@ def test_comfyuis_interrupt_ends_the_waiting_prompt_and_the_next_one_runs(server
     assert_flat(pixels, rgb(GREEN))
 
 
-def test_a_gate_with_no_image_is_a_silent_no_op(server, events):
+def test_a_gate_with_no_image_blocks_everything_and_says_so(server, events):
     tag = new_tag()
     prompt_id = server.queue(gate_prompt(tag, routes=3, colours=None), events.client_id)
     history = server.wait_done(prompt_id)
     assert history["status"]["status_str"] == "success", history["status"]
-    assert history["outputs"] == {}
+    assert list(history["outputs"]) == [GATE]  # only the gate's own note: nothing behind it ran
+    [status] = history["outputs"][GATE]["datasete_gate_status"]
+    assert status["reason"] == "no_image" and "nothing to gate" in status["text"]
     for what in ("route1", "route2", "route3", "mask"):
         assert saved_files(server, tag, what) == []
     assert server.pending() == []

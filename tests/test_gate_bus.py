@@ -106,7 +106,8 @@ def test_pending_lists_the_armed_pause_as_its_public_entry():
     [entry] = bus.pending()
     assert entry == {
         "kind": "image", "token": pause.token, "node_id": "12", "prompt_id": "p9", "routes": 4, "images": images,
-        "source": "input", "slot": None, "width": 8, "height": 6, "frames": 1,
+        "source": "input", "slot": None, "width": 8, "height": 6, "frames": 1, "deadline": None, "timeout": 0,
+        "on_timeout": None,
     }
     assert bus.get(pause.token) is pause
 

@@ -332,12 +332,15 @@ def _decide(bus: pause.GateBus, route: int, mask=None, seen: list | None = None)
     return thread
 
 
-def test_no_image_and_an_unknown_or_empty_get_id_is_a_silent_no_op(fake_comfy):
+def test_no_image_and_an_unknown_or_empty_get_id_blocks_and_says_so(fake_comfy):
     before = snapshot(fake_comfy["root"])
     for get_id in ("", "unknown_slot"):
         out = fake_comfy["node"].run(routes=2, unique_id="4", image=None, get_id=get_id)
-        assert len(out) == 1 + MAX_ROUTES and all(o is fake_comfy["blocker"] for o in out)
-    assert fake_comfy["events"] == []
+        result = out["result"]
+        assert len(result) == 1 + MAX_ROUTES and all(o is fake_comfy["blocker"] for o in result)
+        [status] = out["ui"]["datasete_gate_status"]
+        assert "nothing to gate" in status["text"]
+    assert [event for event, _data in fake_comfy["events"]] == ["datasete_gate.gate_status"] * 2
     assert snapshot(fake_comfy["root"]) == before
 
 

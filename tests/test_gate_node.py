@@ -18,8 +18,10 @@ from PIL import Image
 from gates import imaging
 from gates.constants import (
     CATEGORY,
+    EVENT_GATE_STATUS,
     EVENT_PREVIEW,
     EVENT_RESOLVED,
+    GATE_STATUS_UI_KEY,
     MAX_ROUTES,
     NODE_DISPLAY_NAME,
     SOURCE_INPUT,
@@ -164,7 +166,7 @@ def test_the_gates_cancel_ends_the_prompt_as_interrupted(fake, node):
     running.join()
     assert isinstance(running.error, fake.InterruptProcessingException)
     assert fake.events[-1] == (EVENT_RESOLVED, {"token": entry["token"], "node_id": "3", "route": None,
-                                                "published": None})
+                                                "published": None, "publish_error": None, "timed_out": False})
     assert fake.preview_files() == [] and node.bus.pending() == []
 
 
@@ -203,13 +205,17 @@ def test_identical_runs_pause_every_time_with_a_fresh_token(fake, node):
     assert math.isnan(image_gate.ImageGate.IS_CHANGED(routes=2, image=image))  # never served from the cache
 
 
-def test_no_image_and_no_get_id_is_a_silent_no_op(fake, node):
+def test_no_image_and_no_get_id_blocks_everything_and_says_so(fake, node):
     running = RunningNode(node, routes=2, unique_id="3", image=None, get_id="")
     running.join()
     assert running.error is None
-    assert len(running.result) == 1 + MAX_ROUTES
-    assert all(isinstance(out, fake.ExecutionBlocker) and out.message is None for out in running.result)
-    assert fake.events == [] and node.bus.pending() == [] and fake.preview_files() == []
+    result = running.result["result"]
+    assert len(result) == 1 + MAX_ROUTES
+    assert all(isinstance(out, fake.ExecutionBlocker) and out.message is None for out in result)
+    [note] = running.result["ui"][GATE_STATUS_UI_KEY]
+    assert note["reason"] == "no_image" and "nothing to gate" in note["text"]
+    assert fake.events == [(EVENT_GATE_STATUS, note)]  # no pause: the node only says why
+    assert node.bus.pending() == [] and fake.preview_files() == []
 
 
 def test_routes_beyond_the_node_setting_are_refused(fake, node):

@@ -4,6 +4,7 @@
 
 import { t } from "./i18n_core.js";
 import { MaskPainter } from "./mask_painter.js";
+import { Countdown } from "./countdown.js";
 
 // Heights (CSS px) of the panel's fixed rows. The panel has one size whether the gate is idle or
 // waiting: the preview scales to the node, never the node to the image, so a pause never makes
@@ -122,6 +123,7 @@ export class GatePanel {
      * @param {() => void} hooks.onOpenPicker
      * @param {(route: number) => string} hooks.routeLabel
      * @param {(path: string) => string} hooks.apiURL
+     * @param {object} hooks.api where the countdown's touches go (the frontend's api, or the review page's)
      */
     constructor(hooks) {
         this.hooks = hooks;
@@ -184,8 +186,9 @@ export class GatePanel {
         this.title = el("span", { class: "dsg-title", text: t("panel.chooseRoute", "Choose a route") });
         this.meta = el("span", { class: "dsg-meta" });
         this.source = el("span", { class: "dsg-source" });
+        this.countdown = new Countdown(this.hooks.api);
         const head = el("div", { class: "dsg-head" }, [
-            el("span", { class: "dsg-dot" }), this.title, this.source, this.meta]);
+            el("span", { class: "dsg-dot" }), this.title, this.source, this.meta, this.countdown.element]);
 
         this.image = el("img", { class: "dsg-img", alt: "gate preview", draggable: "false" });
         this.maskCanvas = el("canvas", { class: "dsg-mask" });
@@ -238,6 +241,7 @@ export class GatePanel {
         const routes = el("div", { class: "dsg-routes" }, [this.routeButtons, this.cancelButton]);
 
         this.pause = el("div", { class: "dsg-pause" }, [head, this.viewport, this.frames, tools, this.status, routes]);
+        this.countdown.watch(this.pause); // a stroke, a tool, a key: the person is still at it
         this.#setOpacity(55);
     }
 
@@ -247,6 +251,7 @@ export class GatePanel {
         this.entry = entry;
         this.element.dataset.state = "waiting";
         this.element.dataset.token = entry.token;
+        this.countdown.show(entry); // a fresh /pending may carry a moved deadline for the same pause
         if (same) return;
         this.element.dataset.maskLoaded = "false";
 
@@ -276,6 +281,7 @@ export class GatePanel {
     /** Idle: say what will happen, and (when there was one) what was decided last. */
     showIdle(note = "") {
         this.entry = null;
+        this.countdown.stop();
         this.setBusy(false);
         this.element.dataset.state = "idle";
         delete this.element.dataset.token;

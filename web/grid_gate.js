@@ -13,6 +13,7 @@ import { waitingGates } from "./dock.js";
 import { IdPicker, drawWaitingMarker, el } from "./gate_panel.js";
 import { GridPanel } from "./grid_panel.js";
 import { t } from "./i18n.js";
+import { onGateStatus, statusText as gateStatusText, timedOutText } from "./gate_status.js";
 import { isTyping, PauseTracker } from "./pause_client.js";
 
 const GRID_CLASS = "DataseteGridPoolGate";
@@ -183,6 +184,12 @@ function followPoolWidget(node) {
 
 /** What a pool node did, in the frontend's language, from the fields of its status event. */
 function statusText(detail) {
+    const timedOut = timedOutText(detail);
+    const text = poolStatusText(detail);
+    return timedOut && detail.reason !== "timed_out" ? `${timedOut} · ${text}` : text;
+}
+
+function poolStatusText(detail) {
     const counts = detail.counts ?? {};
     const totals = { pending: counts.pending, kept: counts.kept, rejected: counts.rejected };
     switch (detail.reason) {
@@ -207,6 +214,8 @@ function statusText(detail) {
                        total_kept: counts.kept, rejected: counts.rejected });
         case "batch_decided":
             return t("grid.batchDecided", "kept {kept} of {total} frames", { kept: detail.kept_count, total: detail.shown });
+        case "timed_out":
+            return gateStatusText(detail);
         default:
             return detail.text ?? "";
     }
@@ -255,6 +264,7 @@ function onKeyDown(event) {
 
 function attachGrid(node) {
     const panel = new GridPanel({
+        api,
         onSend: (keep) => answer(node, ROUTE_CHOOSE, { keep }, t("grid.sent", "sent")),
         onCancel: () => answer(node, ROUTE_CANCEL, {}, t("grid.cancelled", "cancelled: nothing was moved")),
         onPickPool: (id) => pickPool(node, id),
@@ -318,6 +328,7 @@ app.registerExtension({
     async setup() {
         loadStyles();
         api.addEventListener(EVENT_STATUS, ({ detail }) => onStatus(detail));
+        onGateStatus("grid", (_key, _text, detail) => onStatus(detail)); // a timeout with block or cancel
         api.addEventListener("reconnected", () => refreshPools());
         window.addEventListener("keydown", onKeyDown, { capture: true });
         await Promise.all([tracker.listen(), refreshPools()]);

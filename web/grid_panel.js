@@ -8,6 +8,7 @@
 
 import { IdPicker, el, previewURL } from "./gate_panel.js";
 import { t } from "./i18n_core.js";
+import { Countdown } from "./countdown.js";
 
 const GAP = 6; // px between tiles; the CSS uses the same
 export const IDLE_HINT = "Pauses here when the workflow runs: a page of the pool shows here as a grid. Click the ones to keep, then Send.";
@@ -26,6 +27,7 @@ export class GridPanel {
      * @param {() => void} hooks.onOpenPicker
      * @param {() => void} hooks.onInteract the person clicked into the panel (select the node)
      * @param {(path: string) => string} hooks.apiURL
+     * @param {object} hooks.api where the countdown's touches go (the frontend's api, or the review page's)
      */
     constructor(hooks) {
         this.hooks = hooks;
@@ -72,9 +74,10 @@ export class GridPanel {
         this.source = el("span", { class: "dsg-source" });
         this.count = el("span", { class: "dsg-grid-count", role: "status" });
         this.remaining = el("span", { class: "dsg-meta dsg-grid-remaining" });
+        this.countdown = new Countdown(this.hooks.api);
         const head = el("div", { class: "dsg-head" }, [
             el("span", { class: "dsg-dot" }), el("span", { class: "dsg-title", text: t("grid.title", "Keep or reject") }),
-            this.source, this.count, this.remaining]);
+            this.source, this.count, this.remaining, this.countdown.element]);
         this.tiles = el("div", {
             class: "dsg-grid-tiles", role: "listbox", "aria-multiselectable": "true",
             "aria-label": t("grid.tilesLabel", "items to keep"),
@@ -104,6 +107,7 @@ export class GridPanel {
             this.allButton, this.noneButton, el("span", { class: "dsg-grid-spacer" }), this.sendButton,
             this.cancelButton]);
         this.pause = el("div", { class: "dsg-pause" }, [head, this.tiles, this.status, actions]);
+        this.countdown.watch(this.pause); // a click, a key: the person is still at it
     }
 
     #buildTiles(entry) {
@@ -139,6 +143,7 @@ export class GridPanel {
         this.entry = entry;
         this.element.dataset.state = "waiting";
         this.element.dataset.token = entry.token;
+        this.countdown.show(entry); // a fresh /pending may carry a moved deadline for the same pause
         if (same) return;
         this.setBusy(false);
         this.kept = new Set();
@@ -157,6 +162,7 @@ export class GridPanel {
 
     showIdle(note = "") {
         this.entry = null;
+        this.countdown.stop();
         this.setBusy(false);
         this.kept = new Set();
         this.element.dataset.state = "idle";
@@ -185,6 +191,7 @@ export class GridPanel {
     }
 
     toggle(index) {
+        this.countdown.touch(); // a toggle by click or key: the person is still at it
         if (!this.entry || this.busy || index < 0 || index >= this.entry.items.length) return;
         if (this.kept.has(index)) this.kept.delete(index);
         else this.kept.add(index);
@@ -192,6 +199,7 @@ export class GridPanel {
     }
 
     setAll(kept) {
+        this.countdown.touch(); // a toggle by click or key: the person is still at it
         if (!this.entry || this.busy) return;
         this.kept = new Set(kept ? this.entry.items.map((item) => item.index) : []);
         this.refresh();

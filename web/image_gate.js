@@ -8,6 +8,7 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { waitingGates } from "./dock.js";
+import { onGateStatus, timedOutText } from "./gate_status.js";
 import { GatePanel, drawWaitingMarker } from "./gate_panel.js";
 import { t } from "./i18n.js";
 
@@ -97,7 +98,9 @@ waitingGates.addSource(() => gateNodes().map((node) => ({ node, panel: panels.ge
 function describeDecision(detail) {
     const key = String(detail.node_id);
     const node = app.graph?.getNodeById?.(detail.node_id);
-    if (detail.route === null || detail.route === undefined) return t("gate.lastCancelled", "Last: cancelled");
+    if (detail.route === null || detail.route === undefined) {
+        return detail.timed_out ? timedOutText(detail) : t("gate.lastCancelled", "Last: cancelled");
+    }
     const label = isGate(node) ? routeLabel(node, detail.route) : "";
     let text = t("gate.lastRoute", "Last: route {route}", { route: detail.route })
         + (label ? " " + t("gate.lastRouteTarget", "→ {label}", { label }) : "");
@@ -105,6 +108,7 @@ function describeDecision(detail) {
     if (detail.publish_error) {
         text += " " + t("gate.lastPublishFailed", "· publish failed: {error}", { error: detail.publish_error });
     }
+    if (detail.timed_out) text = timedOutText(detail) + " · " + text;
     lastDecisions.set(key, text);
     return text;
 }
@@ -299,6 +303,7 @@ function onKeyDown(event) {
 
 function attachPanel(node) {
     const panel = new GatePanel({
+        api,
         onChoose: (route, mask) => choose(node, route, mask),
         onCancel: () => cancel(node),
         onPickSlot: (id) => pickSlot(node, id),
@@ -420,6 +425,12 @@ app.registerExtension({
         api.addEventListener("reconnected", () => {
             fetchPending();
             refreshSlots();
+        });
+        // "slot 'x' not found: nothing to gate", a timeout: shown on the node like a decision.
+        onGateStatus("image", (key, text) => {
+            const node = app.graph?.getNodeById?.(key);
+            lastDecisions.set(key, text);
+            if (isGate(node) && panels.has(node)) panels.get(node).setLastDecision(text);
         });
         window.addEventListener("keydown", onKeyDown, { capture: true });
         await Promise.all([fetchPending(), refreshSlots()]);

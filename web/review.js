@@ -12,23 +12,18 @@
 import { GatePanel, el } from "./gate_panel.js";
 import { GridPanel } from "./grid_panel.js";
 import { loadMessages, loadedLocales, setLocaleSource, t } from "./i18n_core.js";
-import { isTyping, PauseTracker, postJSON } from "./pause_client.js";
+import { isTyping, PauseTracker } from "./pause_client.js";
 import { TextPanel } from "./text_panel.js";
 
 const KINDS = ["image", "grid", "text"];
 const EVENT_RESOLVED = "datasete_gate.resolved";
 const ROUTE_CHOOSE = "/datasete_gate/choose";
 const ROUTE_CANCEL = "/datasete_gate/cancel";
-// Restarts a gate's timeout; a server without timeouts answers 404, which is simply ignored.
-const ROUTE_TOUCH = "/datasete_gate/touch";
 const ROUTE_PENDING = "/datasete_gate/pending";
 const ROUTE_QUEUE = "/queue";
 const STYLES = ["image_gate.css", "grid_gate.css", "text_gate.css", "review.css"];
-// A stroke is dozens of events: the server hears "still here" at most this often per gate.
-const TOUCH_EVERY_MS = 2000;
 const RECONNECT_MS = [500, 1000, 2000, 4000, 8000];
 const I18N_TIMEOUT_MS = 5000;
-const URGENT_SECONDS = 10;
 const NAME_MEMORY = 256;
 // Grid tiles: the panel's gap between them (grid_gate.css) and the largest a tile is made on a wide screen.
 const TILE_GAP = 6;
@@ -127,12 +122,6 @@ function kindName(kind) {
     return t("review.kindImage", "Image Gate");
 }
 
-function formatSeconds(seconds) {
-    const whole = Math.max(0, Math.ceil(seconds));
-    const minutes = Math.floor(whole / 60);
-    return minutes ? `${minutes}:${String(whole % 60).padStart(2, "0")}` : `${whole}s`;
-}
-
 /** Titles and route targets from the queued prompt (API format: `_meta.title`, links as [id, output]). */
 class PromptInfo {
     constructor(prompt) {
@@ -164,16 +153,13 @@ class Card {
         this.page = page;
         this.entry = entry;
         this.kind = entry.kind ?? "image";
-        this.touchedAt = 0;
-        this.deadline = null; // a deadline a touch answered with, newer than the entry's
         this.panel = this.#panel();
         this.kindLabel = el("span", { class: "dsr-kind", text: kindName(this.kind) });
         this.title = el("span", { class: "dsr-title" });
         this.nodeLabel = el("span", { class: "dsr-node" });
-        this.countdown = el("span", { class: "dsr-countdown", role: "timer", hidden: "" });
         this.element = el("article", {
             class: "dsr-card", dataset: { token: entry.token, kind: this.kind, nodeId: String(entry.node_id) },
-        }, [el("header", { class: "dsr-card-head" }, [this.kindLabel, this.title, this.nodeLabel, this.countdown]),
+        }, [el("header", { class: "dsr-card-head" }, [this.kindLabel, this.title, this.nodeLabel]),
             this.panel.element]);
         // Any interaction with the card (a stroke, a tap, a key) says the person is still there.
         for (const type of ["pointerdown", "keydown", "input"]) {
@@ -194,6 +180,7 @@ class Card {
         const cancel = () => this.answer(ROUTE_CANCEL, {});
         if (this.kind === "grid") {
             return new GridPanel({
+                api: this.page.api,
                 onSend: (keep) => this.answer(ROUTE_CHOOSE, { keep }),
                 onCancel: cancel,
                 onPickPool: () => {},
@@ -204,6 +191,7 @@ class Card {
         }
         if (this.kind === "text") {
             return new TextPanel({
+                api: this.page.api,
                 onApprove: (text) => this.answer(ROUTE_CHOOSE, { approve: true, text }),
                 onReject: () => this.answer(ROUTE_CHOOSE, { approve: false }),
                 onCancel: cancel,
@@ -211,6 +199,7 @@ class Card {
             });
         }
         return new GatePanel({
+            api: this.page.api,
             onChoose: (route, mask) => this.answer(ROUTE_CHOOSE, mask ? { route, mask } : { route }),
             onCancel: cancel,
             onPickSlot: () => {},
@@ -222,7 +211,6 @@ class Card {
     }
 
     show(entry) {
-        const fresh = entry !== this.entry;
         this.entry = entry;
         this.panel.showPause(entry);
         if (this.kind === "image" && entry.width && entry.height) {
@@ -230,9 +218,7 @@ class Card {
             this.panel.viewport.style.aspectRatio = `${entry.width} / ${entry.height}`;
         }
         if (this.kind === "grid") this.sizeTiles();
-        if (fresh) this.deadline = null;
         this.refreshNames();
-        this.tick();
     }
 
     /** The grid's box as tall as its tiles need: as many columns as tiles of at most MAX_TILE take, and
@@ -260,41 +246,9 @@ class Card {
         if (this.kind === "image") this.panel.refreshRouteLabels();
     }
 
-    /** The deadline in server seconds, or null when the gate waits for ever (or the server has no timeouts). */
-    currentDeadline() {
-        const given = typeof this.entry.deadline === "number" ? this.entry.deadline : null;
-        if (given === null) return null;
-        return this.deadline !== null ? Math.max(this.deadline, given) : given;
-    }
-
-    tick() {
-        const deadline = this.currentDeadline();
-        this.countdown.hidden = deadline === null;
-        if (deadline === null) return;
-        const left = deadline - this.page.api.now();
-        const time = formatSeconds(left);
-        const action = typeof this.entry.on_timeout === "string" ? this.entry.on_timeout : "";
-        this.countdown.textContent = left <= 0 ? t("review.timingOut", "timing out…")
-            : action ? t("review.timeoutAction", "{action} in {time}", { action, time })
-                : t("review.timeout", "answers itself in {time}", { time });
-        this.countdown.title = t("review.timeoutTitle", "Without an answer the gate answers itself when this runs out; any touch here restarts it.");
-        this.countdown.toggleAttribute("data-urgent", left <= URGENT_SECONDS);
-    }
-
-    /** Tell the server the person is still here (restarts the gate's timeout); at most every few seconds. */
-    async touch() {
-        if (typeof this.entry.deadline !== "number") return;
-        const now = Date.now();
-        if (now - this.touchedAt < TOUCH_EVERY_MS) return;
-        this.touchedAt = now;
-        try {
-            const { ok, data } = await postJSON(this.page.api, ROUTE_TOUCH, { token: this.entry.token });
-            if (ok && typeof data?.deadline === "number") this.deadline = data.deadline;
-            else if (ok && typeof this.entry.timeout === "number") this.deadline = this.page.api.now() + this.entry.timeout;
-            this.tick();
-        } catch {
-            // Offline: the countdown keeps going; the next interaction tries again.
-        }
+    /** The person is still here: restart the gate's timeout (the panel's countdown throttles it). */
+    touch() {
+        this.panel.countdown.touch();
     }
 
     async answer(path, body) {
@@ -384,9 +338,6 @@ export class ReviewPage {
         });
         this.api.addEventListener(EVENT_RESOLVED, ({ detail }) => this.#resolved(detail));
         window.addEventListener("keydown", (event) => this.#onKey(event));
-        setInterval(() => {
-            for (const card of this.cards.values()) card.tick();
-        }, 1000);
     }
 
     mount(parent) {

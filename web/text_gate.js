@@ -11,6 +11,7 @@ import { countText, TextPanel } from "./text_panel.js";
 
 // Kept for scripts that took countText from here before the panel moved to text_panel.js.
 export { countText };
+import { onGateStatus } from "./gate_status.js";
 
 const NODE_CLASS = "DataseteTextGate";
 const KIND = "text";
@@ -117,6 +118,7 @@ function onKeyDown(event) {
 
 function attachPanel(node) {
     const panel = new TextPanel({
+        api,
         onApprove: (text) => approve(node, text),
         onReject: () => reject(node),
         onCancel: () => cancel(node),
@@ -144,6 +146,11 @@ app.registerExtension({
     async setup() {
         loadStyles();
         window.addEventListener("keydown", onKeyDown, { capture: true });
+        // A timeout's outcome, a caption that could not be written: said on the idle node.
+        onGateStatus(KIND, (key, text) => {
+            const node = app.graph?.getNodeById?.(key);
+            if (isTextGate(node) && panels.has(node) && !panels.get(node).waiting) panels.get(node).showIdle(text);
+        });
         await tracker.listen();
     },
 

@@ -4,6 +4,7 @@
 // the server. No frontend import, so a page without ComfyUI's frontend can use it.
 
 import { el, previewURL } from "./gate_panel.js";
+import { Countdown } from "./countdown.js";
 import { t } from "./i18n_core.js";
 
 const MAX_TEXT_BYTES = 1024 * 1024;
@@ -68,9 +69,10 @@ export class TextPanel {
     #buildPause() {
         this.file = el("span", { class: "dsg-text-file" });
         this.meta = el("span", { class: "dsg-meta" });
+        this.countdown = new Countdown(this.hooks.api);
         const head = el("div", { class: "dsg-head" }, [
             el("span", { class: "dsg-dot" }), el("span", { class: "dsg-title", text: t("text.title", "Edit the text") }),
-            this.file, this.meta]);
+            this.file, this.meta, this.countdown.element]);
 
         this.image = el("img", { class: "dsg-text-img", alt: t("text.imageAlt", "the image of this text"), draggable: "false" });
         this.viewport = el("div", { class: "dsg-text-viewport" }, [this.image]);
@@ -125,6 +127,7 @@ export class TextPanel {
         });
         const buttons = el("div", { class: "dsg-text-buttons" }, [this.approveButton, this.rejectButton, this.cancelButton]);
         this.pause = el("div", { class: "dsg-text-pause" }, [head, this.viewport, this.editor, info, this.status, buttons]);
+        this.countdown.watch(this.pause); // a keystroke in the text, a click: the person is still at it
     }
 
     showPause(entry) {
@@ -132,6 +135,7 @@ export class TextPanel {
         this.entry = entry;
         this.element.dataset.state = "waiting";
         this.element.dataset.token = entry.token;
+        this.countdown.show(entry); // a fresh /pending may carry a moved deadline for the same pause
         if (same) return;
         this.setBusy(false);
         this.confirming = false;
@@ -167,6 +171,7 @@ export class TextPanel {
 
     showIdle(note = "") {
         this.entry = null;
+        this.countdown.stop();
         this.setBusy(false);
         this.confirming = false;
         this.element.dataset.state = "idle";

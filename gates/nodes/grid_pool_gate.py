@@ -13,19 +13,20 @@ import numpy as np
 from .. import grid, imaging, pools
 from ..constants import (
     CATEGORY,
-    EVENT_PREVIEW,
-    EVENT_RESOLVED,
     GRID_PAGE_SIZE_DEFAULT,
     GRID_PAGE_SIZE_MAX,
     KIND_GRID,
+    ON_TIMEOUT_BLOCK,
+    ON_TIMEOUT_CANCEL,
     POOL_DIR_NAME,
     POOL_PENDING,
     SOURCE_INPUT,
     SOURCE_POOL,
-    WAIT_SLICE_SECONDS,
 )
-from ..pause import GATES, GateBus, GateCancelled
+from ..pause import GATES, GateBus
 from ..previews import remove_previews, save_previews
+from ..timeouts import OnTimeoutError, parse_on_timeout, parse_timeout, timeout_inputs
+from ..waiting import status_ui, waiting
 from .pool_add import status, tell
 
 log = logging.getLogger("datasete_gates")
@@ -38,6 +39,19 @@ def clamp_page_size(page_size) -> int:
 def pool_view(pool: str, file: str) -> dict:
     """The /view entry of an item in pending/ (ComfyUI serves the input folder's subfolders)."""
     return {"filename": file, "subfolder": f"{POOL_DIR_NAME}/{pool}/{POOL_PENDING}", "type": "input"}
+
+
+def timed_out_fields(notes: list[dict]) -> dict:
+    """The last timeout among `notes`, as fields of the grid's status (so the browser can word it)."""
+    for note in reversed(notes):
+        if note.get("reason") == "timed_out":
+            return {"timed_out": True, "timeout": note["timeout"], "on_timeout": note["on_timeout"]}
+    return {}
+
+
+def timed_out_prefix(notes: list[dict]) -> str:
+    fields = timed_out_fields(notes)
+    return f"timed out ({fields['on_timeout']}) · " if fields else ""
 
 
 class Shown:
@@ -92,12 +106,18 @@ class GridPoolGate:
                 "images": ("IMAGE", {
                     "tooltip": "Gate this batch directly instead of a pool: nothing is written to disk. "
                                "A batch larger than page_size is shown page by page in this run."}),
+                # New inputs go last, so workflows saved before them load as they were.
+                **timeout_inputs(KIND_GRID),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, pool=None):
+    def VALIDATE_INPUTS(cls, pool=None, on_timeout=None):
+        try:
+            parse_on_timeout(KIND_GRID, on_timeout)
+        except OnTimeoutError as exc:
+            return str(exc)
         if pool is None or pool == "":
             return True  # linked (checked in run), or unused because images is wired
         try:
@@ -112,14 +132,16 @@ class GridPoolGate:
         # equals itself and the node would be served from the cache.
         return float("nan")  # a person decides each run, and the pool changes: never serve it from the cache
 
-    def run(self, pool, page_size=GRID_PAGE_SIZE_DEFAULT, images=None, unique_id=None):
+    def run(self, pool, page_size=GRID_PAGE_SIZE_DEFAULT, images=None, unique_id=None, timeout=0,
+            on_timeout=ON_TIMEOUT_CANCEL):
         from .. import gates_compat as comfy
 
+        waits = {"timeout": parse_timeout(timeout), "on_timeout": parse_on_timeout(KIND_GRID, on_timeout)}
         page_size = clamp_page_size(page_size)
         blocker = comfy.execution_blocker()
         prompt_id = comfy.current_prompt_id()
         if images is not None:
-            return self._run_batch(comfy, images, page_size, unique_id, prompt_id, blocker)
+            return self._run_batch(comfy, images, page_size, unique_id, prompt_id, blocker, waits)
         if pool is None or pool == "":
             ui = tell(comfy, status(unique_id, prompt_id, "", "grid", "no pool given and no images wired: "
                                     "nothing to review", reason="no_pool", paused=False))
@@ -142,8 +164,10 @@ class GridPoolGate:
 
         shown = Shown([item.name for item in page.items], [item.pixels for item in page.items],
                       [item.caption for item in page.items], [pool_view(pool, item.file) for item in page.items])
-        keep = self._pause(comfy, shown, unique_id, prompt_id, source=SOURCE_POOL, pool=pool,
-                           pending=page.pending, page_size=page_size)
+        keep, notes = self._pause(comfy, shown, unique_id, prompt_id, source=SOURCE_POOL, pool=pool,
+                                  pending=page.pending, page_size=page_size, **waits)
+        if keep is None:  # timed out with on_timeout block: nothing moves, every output is blocked
+            return {"ui": status_ui(*notes), "result": (blocker,) * 4}
         kept_names = [shown.names[i] for i in keep]
         rejected_names = [name for i, name in enumerate(shown.names) if i not in keep]
         moved = pools.decide(base, pool, kept_names, rejected_names)
@@ -156,8 +180,10 @@ class GridPoolGate:
         counts = moved.counts
         text = (f"kept {len(kept)} of {len(shown.names)} · pool: pending {counts['pending']} · "
                 f"kept {counts['kept']} · rejected {counts['rejected']}")
-        ui = tell(comfy, status(unique_id, prompt_id, pool, "grid", text, reason="decided", paused=True,
-                                counts=counts, kept=[shown.names[i] for i in kept], shown=len(shown.names)))
+        ui = tell(comfy, status(unique_id, prompt_id, pool, "grid", timed_out_prefix(notes) + text, reason="decided",
+                                paused=True, counts=counts, kept=[shown.names[i] for i in kept],
+                                shown=len(shown.names), **timed_out_fields(notes)))
+        ui.update(status_ui(*notes))
 
         def image(index):
             return imaging.uint8_to_image(shown.pixels[index][None])
@@ -166,12 +192,13 @@ class GridPoolGate:
                                 [image(i) for i in rejected], [shown.names[i] for i in kept])
         return {"ui": ui, "result": outputs}
 
-    def _run_batch(self, comfy, images, page_size, unique_id, prompt_id, blocker):
+    def _run_batch(self, comfy, images, page_size, unique_id, prompt_id, blocker, waits):
         """Gate a wired batch, page by page within this run; nothing touches the disk but previews."""
         frames = imaging.image_to_uint8(images)
         total = int(frames.shape[0])
         temp = comfy.temp_directory()
         kept: list[int] = []
+        notes: list[dict] = []
         for start in range(0, total, page_size):
             stop = min(total, start + page_size)
             page = frames[start:stop]
@@ -179,15 +206,21 @@ class GridPoolGate:
             try:
                 shown = Shown([f"frame_{index:04d}" for index in range(start, stop)],
                               [pools.as_rgb_or_rgba(frame) for frame in page], [None] * (stop - start), fulls)
-                keep = self._pause(comfy, shown, unique_id, prompt_id, source=SOURCE_INPUT, pool=None,
-                                   pending=total - start, page_size=page_size)
+                keep, said = self._pause(comfy, shown, unique_id, prompt_id, source=SOURCE_INPUT, pool=None,
+                                         pending=total - start, page_size=page_size, **waits)
             finally:
                 remove_previews(fulls, temp)
+            notes += said
+            if keep is None:  # timed out with on_timeout block: the whole batch is blocked
+                return {"ui": status_ui(*notes), "result": (blocker,) * 4}
             kept += [start + i for i in keep]
         chosen = set(kept)
         rejected = [i for i in range(total) if i not in chosen]
-        ui = tell(comfy, status(unique_id, prompt_id, "", "grid", f"kept {len(kept)} of {total} frames",
-                                reason="batch_decided", paused=True, kept_count=len(kept), shown=total))
+        ui = tell(comfy, status(unique_id, prompt_id, "", "grid",
+                                timed_out_prefix(notes) + f"kept {len(kept)} of {total} frames",
+                                reason="batch_decided", paused=True, kept_count=len(kept), shown=total,
+                                **timed_out_fields(notes)))
+        ui.update(status_ui(*notes))
         outputs = self._outputs(blocker, [images[i:i + 1] for i in kept], [""] * len(kept),
                                 [images[i:i + 1] for i in rejected], [f"frame_{i:04d}" for i in kept])
         return {"ui": ui, "result": outputs}
@@ -198,8 +231,10 @@ class GridPoolGate:
             kept_images = captions = names = blocker
         return kept_images, captions, rejected_images or blocker, names
 
-    def _pause(self, comfy, shown: Shown, unique_id, prompt_id, *, source, pool, pending, page_size) -> tuple:
-        """Show the page and wait for the person; the kept indexes. Cancel ends the run as interrupted."""
+    def _pause(self, comfy, shown: Shown, unique_id, prompt_id, *, source, pool, pending, page_size, timeout=0,
+               on_timeout=ON_TIMEOUT_CANCEL):
+        """Show the page and wait for the person: (kept indexes, status notes). Cancel ends the run as
+        interrupted; a timeout keeps all or none, or gives None for kept (block)."""
         temp = comfy.temp_directory()
         thumbs = grid.save_thumbnails(shown.pixels, temp)
         sizes = [(int(p.shape[1]), int(p.shape[0])) for p in shown.pixels]
@@ -207,18 +242,20 @@ class GridPoolGate:
         details = {"items": items, "pool": pool, "pending": int(pending),
                    "remaining": max(0, int(pending) - len(items)), "page_size": page_size}
         pause = self.bus.arm(unique_id, 0, prompt_id=prompt_id, images=thumbs, source=source,
-                             frames=len(items), kind=KIND_GRID, details=details)
+                             frames=len(items), kind=KIND_GRID, details=details, timeout=timeout, on_timeout=on_timeout)
+
+        def resolved(done):
+            return {"kind": KIND_GRID, "route": None,
+                    "keep": None if done.cancelled else list(done.answer or ()), "published": None}
+
         try:
-            comfy.broadcast(EVENT_PREVIEW, pause.entry())
-            try:
-                self.bus.wait(pause, comfy.check_interrupt, WAIT_SLICE_SECONDS)
-            except GateCancelled:
-                raise comfy.interrupted_exception() from None
-            keep = tuple(pause.answer or ())
+            with waiting(self.bus, comfy, pause, resolved, on_timeout=on_timeout):
+                if pause.timed_out:
+                    pause.answer = None if on_timeout == ON_TIMEOUT_BLOCK else (
+                        list(range(len(items))) if on_timeout == "keep_all" else [])
+                    if pause.answer is None:
+                        return None, pause.notes
+                keep = tuple(pause.answer or ())
         finally:
-            self.bus.discard(pause)
             remove_previews(thumbs, temp)
-            answered = None if pause.cancelled else list(pause.answer or ())
-            comfy.broadcast(EVENT_RESOLVED, {"token": pause.token, "node_id": pause.node_id, "kind": KIND_GRID,
-                                             "route": None, "keep": answered, "published": None})
-        return keep
+        return keep, pause.notes

@@ -16,17 +16,19 @@ import torch
 from .. import imagebus, imaging
 from ..constants import (
     CATEGORY,
-    EVENT_PREVIEW,
-    EVENT_RESOLVED,
+    KIND_IMAGE,
     MAX_ROUTES,
     NODE_ID,
+    ON_TIMEOUT_BLOCK,
+    ON_TIMEOUT_CANCEL,
     SOURCE_BUS,
     SOURCE_INPUT,
-    WAIT_SLICE_SECONDS,
 )
-from ..pause import GATES, GateBus, GateCancelled
+from ..pause import GATES, GateBus
 from ..previews import remove_previews, save_previews
 from ..slots import bus_write, resolve_source
+from ..timeouts import OnTimeoutError, parse_on_timeout, parse_timeout, timeout_inputs, timeout_route
+from ..waiting import say, status_ui, waiting
 
 log = logging.getLogger("datasete_gates")
 
@@ -140,6 +142,21 @@ def warn_sent_and_got(prompt: dict | None, prompt_key, send_id, get_id) -> list[
     return warned
 
 
+def validate_routes_and_timeout(routes, on_timeout) -> str:
+    """routes within 1..MAX_ROUTES (None: linked, unknown yet) and the checked on_timeout."""
+    if routes is not None:
+        if isinstance(routes, bool) or not isinstance(routes, int) or not 1 <= routes <= MAX_ROUTES:
+            raise OnTimeoutError(f"routes must be a whole number from 1 to {MAX_ROUTES}, got {routes!r}")
+    return parse_on_timeout(KIND_IMAGE, on_timeout, routes)
+
+
+def nothing_to_gate(get_id) -> tuple[str, str]:
+    """(reason, sentence) for a gate with no image wired and nothing loaded from get_id."""
+    if get_id:
+        return "no_slot", f"slot {get_id!r} not found: nothing to gate"
+    return "no_image", "no image wired and no get_id slot: nothing to gate"
+
+
 # --- the node ------------------------------------------------------------------------
 
 class ImageGate:
@@ -188,19 +205,24 @@ class ImageGate:
                     "tooltip": "Which choice publishes to send_id: one route (by default route_1, the "
                                "accept route, so a rejected image never becomes the restart point) or "
                                "any route."}),
+                # New inputs go last, so workflows saved before them load as they were.
+                **timeout_inputs(KIND_IMAGE),
             },
             "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, send_id="", get_id=""):
-        """Refuse a bad slot id when the prompt is queued, so nothing of it runs.
+    def VALIDATE_INPUTS(cls, send_id="", get_id="", routes=None, on_timeout=None):
+        """Refuse a bad slot id, or an on_timeout route beyond `routes`, when the prompt is queued.
 
-        A linked id is not known yet here (ComfyUI passes None); run() checks it again.
+        A linked value is not known yet here (ComfyUI passes None); run() checks it again. Taking
+        `routes` and `on_timeout` here turns off ComfyUI's own range and choice checks of them, so
+        validate_routes_and_timeout does both.
         """
         try:
             validate_slot_ids(send_id, get_id)
-        except imagebus.SlotIdError as exc:
+            validate_routes_and_timeout(routes, on_timeout)
+        except (imagebus.SlotIdError, OnTimeoutError) as exc:
             return str(exc)
         return True
 
@@ -209,12 +231,14 @@ class ImageGate:
         return float("nan")  # a person decides each run: never serve a gate from the cache
 
     def run(self, routes, unique_id=None, image=None, send_id="", get_id="", send_on=SEND_ON_DEFAULT,
-            prompt=None):
+            timeout=0, on_timeout=ON_TIMEOUT_CANCEL, prompt=None):
         from .. import gates_compat as comfy
 
         # Ids first: a bad one fails the prompt before anything is read, written or paused.
         validate_slot_ids(send_id, get_id)
         publish_route = parse_send_on(send_on, routes)
+        timeout = parse_timeout(timeout)
+        on_timeout = validate_routes_and_timeout(routes, on_timeout)
         blocker = comfy.execution_blocker()
         base = comfy.gate_bus_base()
         from_bus = image is None
@@ -227,7 +251,11 @@ class ImageGate:
 
         image, loaded_mask = resolve_source(base, image, get_id)
         if image is None:
-            return (blocker,) * (1 + MAX_ROUTES)
+            # Not an error (a first run before anything was published), but never silent.
+            reason, text = nothing_to_gate(get_id)
+            note = say(comfy, unique_id, comfy.current_prompt_id(), KIND_IMAGE, reason, text, logging.WARNING,
+                       slot=get_id or None)
+            return {"ui": status_ui(note), "result": (blocker,) * (1 + MAX_ROUTES)}
         source, slot = (SOURCE_BUS, get_id) if from_bus else (SOURCE_INPUT, None)
 
         routes = max(1, min(int(routes), MAX_ROUTES))
@@ -244,28 +272,40 @@ class ImageGate:
                 details = {"mask": shown[0], "mask_source": f"slot {get_id}"}
         pause = self.bus.arm(unique_id, routes, prompt_id=comfy.current_prompt_id(), images=previews[:batch],
                              source=source, slot=slot, width=width, height=height, frames=batch,
-                             details=details)
-        published = None
+                             details=details, timeout=timeout, on_timeout=on_timeout)
+        published = publish_error = None
+        notes = []
+
+        def resolved(done):
+            return {"route": None if done.cancelled else done.route, "published": published,
+                    "publish_error": publish_error}
+
         try:
-            comfy.broadcast(EVENT_PREVIEW, pause.entry())
-            try:
-                self.bus.wait(pause, comfy.check_interrupt, WAIT_SLICE_SECONDS)
-            except GateCancelled:
-                raise comfy.interrupted_exception() from None
-            if pause.mask is not None:
-                mask = mask_from_stash(pause.mask, image)
-            elif loaded_mask is not None:
-                mask = loaded_mask
-            else:
-                mask = mask_from_stash(None, image)
-            if send_id and publish_route in (None, pause.route):
-                # The frames converted for the preview are published as they are: no second conversion.
-                bus_write(base, send_id, frames, imaging.mask_to_uint8(mask))
-                published = send_id
+            with waiting(self.bus, comfy, pause, resolved, on_timeout=on_timeout):
+                notes += pause.notes
+                if pause.timed_out:
+                    if on_timeout == ON_TIMEOUT_BLOCK:
+                        return {"ui": status_ui(*notes), "result": (blocker,) * (1 + MAX_ROUTES)}
+                    pause.route = timeout_route(on_timeout)
+                if pause.mask is not None:
+                    mask = mask_from_stash(pause.mask, image)
+                elif loaded_mask is not None:
+                    mask = loaded_mask
+                else:
+                    mask = mask_from_stash(None, image)
+                if send_id and publish_route in (None, pause.route):
+                    # The frames converted for the preview are published as they are: no second conversion.
+                    try:
+                        bus_write(base, send_id, frames, imaging.mask_to_uint8(mask))
+                        published = send_id
+                    except OSError as exc:
+                        # The person chose: the image still goes down that route. The slot keeps its
+                        # old version (a publish is all or nothing); the node and the log say why.
+                        publish_error = str(exc) if isinstance(exc, imagebus.SlotError) else (
+                            f"slot {send_id!r}: could not publish: {exc.strerror or exc}")
+                        notes.append(say(comfy, unique_id, pause.prompt_id, KIND_IMAGE, "publish_failed",
+                                         publish_error, logging.ERROR, slot=send_id))
         finally:
-            self.bus.discard(pause)
             remove_previews(previews, temp)
-            comfy.broadcast(EVENT_RESOLVED, {
-                "token": pause.token, "node_id": pause.node_id,
-                "route": None if pause.cancelled else pause.route, "published": published})
-        return (mask,) + route_tuple(pause.route - 1, image, blocker, MAX_ROUTES)
+        result = (mask,) + route_tuple(pause.route - 1, image, blocker, MAX_ROUTES)
+        return {"ui": status_ui(*notes), "result": result} if notes else result

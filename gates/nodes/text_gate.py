@@ -6,11 +6,15 @@ and the answer's rules) and previews. ComfyUI itself is imported only through ga
 
 from __future__ import annotations
 
+import logging
+
 from .. import captions, imaging
-from ..constants import CATEGORY, EVENT_PREVIEW, EVENT_RESOLVED, KIND_TEXT, WAIT_SLICE_SECONDS
+from ..constants import CATEGORY, KIND_TEXT, ON_TIMEOUT_CANCEL
 from ..folders import FolderError
-from ..pause import GATES, GateBus, GateCancelled
+from ..pause import GATES, GateBus
 from ..previews import remove_previews, save_previews
+from ..timeouts import OnTimeoutError, parse_on_timeout, parse_timeout, timeout_inputs
+from ..waiting import say, status_ui, waiting
 
 
 def validate_caption_path(input_dir, caption_path) -> tuple[str, object] | None:
@@ -59,14 +63,20 @@ class TextGate:
                     "default": "",
                     "tooltip": "A word (or phrase) the text must hold, such as a LoRA trigger: it is highlighted, "
                                "and Approve warns first when it is missing. Any case, whole words."}),
+                # New inputs go last, so workflows saved before them load as they were.
+                **timeout_inputs(KIND_TEXT),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, caption_path=""):
-        """Refuse a typed-in caption_path outside the input folder before anything runs (a linked one is
-        None here and checked when the gate runs, before it pauses)."""
+    def VALIDATE_INPUTS(cls, caption_path="", on_timeout=None):
+        """Refuse a typed-in caption_path outside the input folder, or an unknown on_timeout, before anything
+        runs (a linked one is None here and checked when the gate runs, before it pauses)."""
+        try:
+            parse_on_timeout(KIND_TEXT, on_timeout)
+        except OnTimeoutError as exc:
+            return str(exc)
         if caption_path is None or caption_path == "":
             return True
         from .. import gates_compat as comfy
@@ -81,8 +91,12 @@ class TextGate:
     def IS_CHANGED(cls, **_kwargs):
         return float("nan")  # a person decides each run: never serve a gate from the cache
 
-    def run(self, text, unique_id=None, image=None, caption_path="", trigger=""):
+    def run(self, text, unique_id=None, image=None, caption_path="", trigger="", timeout=0,
+            on_timeout=ON_TIMEOUT_CANCEL):
         from .. import gates_compat as comfy
+
+        timeout = parse_timeout(timeout)
+        on_timeout = parse_on_timeout(KIND_TEXT, on_timeout)
 
         text = "" if text is None else str(text)
         trigger = "" if trigger is None else str(trigger)
@@ -99,16 +113,23 @@ class TextGate:
                    "caption_path": caption_path or None, "caption_file": target[0] if target else None,
                    "error": None}
         written = None
+        notes = []
+
+        def resolved(done):
+            return {"kind": KIND_TEXT, "route": None,
+                    "approved": None if done.cancelled or done.answer is None else done.answer["approve"],
+                    "written": written, "published": None}
+
         try:
             while True:
                 pause = self.bus.arm(unique_id, 0, prompt_id=comfy.current_prompt_id(), images=previews,
-                                     width=width, height=height, frames=frames, kind=KIND_TEXT, details=details)
-                try:
-                    comfy.broadcast(EVENT_PREVIEW, pause.entry())
-                    try:
-                        self.bus.wait(pause, comfy.check_interrupt, WAIT_SLICE_SECONDS)
-                    except GateCancelled:
-                        raise comfy.interrupted_exception() from None
+                                     width=width, height=height, frames=frames, kind=KIND_TEXT, details=details,
+                                     timeout=timeout, on_timeout=on_timeout)
+                with waiting(self.bus, comfy, pause, resolved, on_timeout=on_timeout):
+                    notes += pause.notes
+                    if pause.timed_out:
+                        # Nobody edited it here: approve passes the text as the gate last showed it.
+                        pause.answer = {"approve": on_timeout == "approve", "text": details["text"]}
                     answer = pause.answer
                     if not answer["approve"] or target is None:
                         break
@@ -117,23 +138,23 @@ class TextGate:
                         written = target[0]
                         break
                     except (OSError, FolderError) as exc:
-                        # The person's edit must not be lost: pause again with it and the reason.
                         reason = getattr(exc, "strerror", None) or str(exc)
+                        error = f"could not write {target[0]}: {reason}"
+                        if pause.timed_out:
+                            # Nobody is there to pause again for: pass the text on and say so.
+                            notes.append(say(comfy, unique_id, pause.prompt_id, KIND_TEXT, "write_failed", error,
+                                             logging.ERROR, file=target[0]))
+                            break
+                        # The person's edit must not be lost: pause again with it and the reason.
                         details = {**details, "text": answer["text"],
                                    "trigger_present": captions.has_trigger(answer["text"], trigger),
-                                   "error": f"could not write {target[0]}: {reason}"}
-                finally:
-                    self.bus.discard(pause)
-                    comfy.broadcast(EVENT_RESOLVED, {
-                        "token": pause.token, "node_id": pause.node_id, "kind": KIND_TEXT, "route": None,
-                        "approved": None if pause.cancelled or pause.answer is None else pause.answer["approve"],
-                        "written": written, "published": None})
+                                   "error": error}
         finally:
             remove_previews(previews, temp)
         if not answer["approve"]:
-            return {"ui": {"approved": [False]}, "result": (blocker, blocker)}
+            return {"ui": {"approved": [False], **status_ui(*notes)}, "result": (blocker, blocker)}
         approved = answer["text"]
-        ui = {"text": [approved], "approved": [True]}
+        ui = {"text": [approved], "approved": [True], **status_ui(*notes)}
         if written:
             ui["caption_file"] = [written]
         return {"ui": ui, "result": (approved, image if image is not None else blocker)}

@@ -1,5 +1,5 @@
-"""Part 7: the input folder read-only, then full: a clear error naming the slot, the old slot intact,
-the server alive and publishing again once the disk has room.
+"""Part 7: the input folder read-only, then full: the choice still routed and a clear note naming the slot,
+the old slot intact, the server alive and publishing again once the disk has room.
 
 Tests run as root, where chmod stops nothing, so the trouble is real: the input folder is a small tmpfs the
 test mounts, remounts read-only, and fills. Where mounting is not permitted the part is skipped with the
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gates import imagebus, slots
-from gates.constants import SLOT_STAGING_PREFIX
+from gates.constants import GATE_STATUS_UI_KEY, SLOT_STAGING_PREFIX
 
 from .harness import (
     MountError,
@@ -168,7 +168,17 @@ def gate_publish(server, *, send_id: str, get_id: str = "", color: int = 0x20406
         "token": entry["token"], "route": 1,
         "mask": uniform_mask_base64(entry["width"], entry["height"], mask_level)})
     history = wait_finished(server, prompt_id, 60)
-    return history_status(history), history_error(history)
+    status = history_status(history)
+    if status == "success":
+        # A failed publish does not fail the run (the person's choice stands): the gate says why.
+        notes = history.get("outputs", {}).get("2", {}).get(GATE_STATUS_UI_KEY, [])
+        return status, " ".join(note["text"] for note in notes if note.get("reason") == "publish_failed")
+    return status, history_error(history)
+
+
+def outcome(status: str, error: str) -> str:
+    """What a failed publish said: the gate's note when the run succeeded (the choice stood), else how it ended."""
+    return error if status == "success" else f"prompt {status}: {error}"
 
 
 def run_comfy(server_factory) -> PartResult:
@@ -196,7 +206,7 @@ def run_comfy(server_factory) -> PartResult:
 
             remount(mount, "ro")
             status, error = gate_publish(server, send_id=KEEP, color=0x00FF00)
-            checks.failed_publish("read-only input folder", error if status == "error" else f"prompt {status}",
+            checks.failed_publish("read-only input folder", outcome(status, error),
                                   bus, before, ("Read-only",), server)
             loaded, _ = _get_from(server, KEEP)
             result.equal("a gate loading a slot from the read-only folder", loaded, "success")
@@ -205,13 +215,13 @@ def run_comfy(server_factory) -> PartResult:
             filler = fill_disk(mount)
             result.stated("free bytes on the full disk", free_bytes(mount))
             status, error = gate_publish(server, send_id=KEEP, get_id=NOISY)
-            checks.failed_publish("full disk", error if status == "error" else f"prompt {status}", bus, before,
+            checks.failed_publish("full disk", outcome(status, error), bus, before,
                                   ("No space",), server)
             os.truncate(filler, max(0, os.path.getsize(filler) - 256 * 1024))
             result.stated("free bytes on the nearly full disk", free_bytes(mount))
             status, error = gate_publish(server, send_id=KEEP, get_id=NOISY)
             checks.failed_publish("nearly full disk (the publish fails part-way)",
-                                  error if status == "error" else f"prompt {status}", bus, before, ("No space",),
+                                  outcome(status, error), bus, before, ("No space",),
                                   server)
             os.remove(filler)
             status, error = gate_publish(server, send_id=KEEP, get_id=NOISY)
