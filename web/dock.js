@@ -9,6 +9,7 @@
 // frontend culled while it is off screen keeps its panel.
 
 import { t } from "./i18n.js";
+import { loadStylesheets } from "./node_glue.js";
 
 const CHECK_MS = 400;
 
@@ -34,6 +35,7 @@ export class Dock {
 
     #dock() {
         if (!this.element) {
+            loadStylesheets("./dock.css");
             this.element = document.createElement("aside");
             this.element.className = this.options.className;
             this.element.setAttribute("aria-label", this.options.label());

@@ -13,14 +13,13 @@ import { waitingGates } from "./dock.js";
 import { IdPicker, drawWaitingMarker, el } from "./gate_panel.js";
 import { GridPanel } from "./grid_panel.js";
 import { t } from "./i18n.js";
-import { isTyping, PauseTracker } from "./pause_client.js";
+import { addPanelWidget, chainCallback, isNodeOf, loadStylesheets, soleSelected } from "./node_glue.js";
+import { isTyping, PauseTracker, ROUTE_CANCEL, ROUTE_CHOOSE } from "./pause_client.js";
 
 const GRID_CLASS = "DataseteGridPoolGate";
 const ADD_CLASS = "DataseteAddToImagePool";
 const KIND = "grid";
 const EVENT_STATUS = "datasete_gate.pool_status";
-const ROUTE_CHOOSE = "/datasete_gate/choose";
-const ROUTE_CANCEL = "/datasete_gate/cancel";
 const ROUTE_POOL_LIST = "/datasete_gate/pool/list";
 // A predictable size: the grid fits into the node (thumbnails scale), the node never grows on a pause.
 const GRID_NODE_SIZE = [560, 640];
@@ -39,25 +38,10 @@ const tracker = new PauseTracker(api, KIND, (nodeId, note = "") => {
     if (node && gridPanels.has(node)) syncGrid(node, note);
 });
 
-// --- styles ----------------------------------------------------------------------------------
-
-function loadStyles() {
-    if (document.querySelector("link[data-datasete-grid]")) return;
-    const link = document.createElement("link");
-    link.rel = "stylesheet";
-    link.href = new URL("./grid_gate.css", import.meta.url).href;
-    link.dataset.dataseteGrid = "";
-    document.head.append(link);
-}
-
 // --- the graph -------------------------------------------------------------------------------
 
-function classOf(node) {
-    return node?.comfyClass ?? node?.type;
-}
-
 function isGrid(node) {
-    return classOf(node) === GRID_CLASS;
+    return isNodeOf(node, GRID_CLASS);
 }
 
 function nodeById(nodeId) {
@@ -69,7 +53,7 @@ function gridNodes() {
 }
 
 function addNodes() {
-    return (app.graph?.nodes ?? []).filter((node) => classOf(node) === ADD_CLASS && addPanels.has(node));
+    return (app.graph?.nodes ?? []).filter((node) => isNodeOf(node, ADD_CLASS) && addPanels.has(node));
 }
 
 function syncGrid(node, note = "") {
@@ -169,14 +153,7 @@ function pickPool(node, id) {
 }
 
 function followPoolWidget(node) {
-    const widget = poolWidget(node);
-    if (!widget) return;
-    const typed = widget.callback;
-    widget.callback = function (value, ...rest) {
-        const result = typed?.call(this, value, ...rest);
-        showPools(node);
-        return result;
-    };
+    chainCallback(poolWidget(node), "callback", () => showPools(node));
 }
 
 // --- status lines ----------------------------------------------------------------------------
@@ -240,10 +217,9 @@ function onKeyDown(event) {
     const viewing = gridNodes().map((node) => gridPanels.get(node)).find((panel) => panel.viewerOpen);
     let panel = viewing;
     if (!panel) {
-        const selected = Object.values(app.canvas?.selected_nodes ?? {})
-            .filter((node) => isGrid(node) && gridPanels.get(node)?.waiting);
-        if (selected.length !== 1) return;
-        panel = gridPanels.get(selected[0]);
+        const node = soleSelected(app.canvas, (candidate) => isGrid(candidate) && gridPanels.get(candidate)?.waiting);
+        if (!node) return;
+        panel = gridPanels.get(node);
     }
     if (panel.handleKey(event)) {
         event.preventDefault();
@@ -262,15 +238,8 @@ function attachGrid(node) {
         onInteract: () => selectNode(node),
         apiURL: (path) => api.apiURL(path),
     });
-    const widget = node.addDOMWidget("grid_panel", "datasete_grid_panel", panel.element, {
-        serialize: false,
-        hideOnZoom: true,
-        margin: 6,
-        getMinHeight: () => GRID_MIN_HEIGHT,
-        getValue: () => "",
-        setValue: () => {},
-    });
-    widget.serialize = false;
+    const widget = addPanelWidget(node, "grid_panel", "datasete_grid_panel", panel.element,
+                                  { hideOnZoom: true, minHeight: () => GRID_MIN_HEIGHT });
     gridPanels.set(node, panel);
     followPoolWidget(node);
     showPools(node);
@@ -298,14 +267,7 @@ function attachAdd(node) {
     const status = el("div", { class: "dsg-pool-status", role: "status",
                                text: t("pool.idle", "Adds each frame to the pool without pausing; what it did shows here.") });
     const element = el("div", { class: "dsg-gate dsg-pool-add" }, [picker.element, status]);
-    const widget = node.addDOMWidget("pool_status", "datasete_pool_status", element, {
-        serialize: false,
-        margin: 6,
-        getMinHeight: () => 62,
-        getValue: () => "",
-        setValue: () => {},
-    });
-    widget.serialize = false;
+    addPanelWidget(node, "pool_status", "datasete_pool_status", element, { minHeight: () => 62 });
     addPanels.set(node, { element, picker, status });
     followPoolWidget(node);
     showPools(node);
@@ -316,7 +278,7 @@ app.registerExtension({
     name: "datasete.gates.GridPoolGate",
 
     async setup() {
-        loadStyles();
+        loadStylesheets("./grid_gate.css");
         api.addEventListener(EVENT_STATUS, ({ detail }) => onStatus(detail));
         api.addEventListener("reconnected", () => refreshPools());
         window.addEventListener("keydown", onKeyDown, { capture: true });
@@ -325,7 +287,7 @@ app.registerExtension({
 
     nodeCreated(node) {
         if (isGrid(node)) attachGrid(node);
-        else if (classOf(node) === ADD_CLASS) attachAdd(node);
+        else if (isNodeOf(node, ADD_CLASS)) attachAdd(node);
     },
 
     // A loaded or restored workflow gets fresh nodes: show what waits on them.

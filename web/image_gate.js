@@ -10,60 +10,35 @@ import { api } from "../../scripts/api.js";
 import { waitingGates } from "./dock.js";
 import { GatePanel, drawWaitingMarker } from "./gate_panel.js";
 import { t } from "./i18n.js";
+import { addPanelWidget, chainCallback, isNodeOf, loadStylesheets, soleSelected } from "./node_glue.js";
+import { EVENT_RESOLVED, isTyping, kindOf, PauseTracker, ROUTE_CANCEL, ROUTE_CHOOSE } from "./pause_client.js";
 
 const NODE_CLASS = "DataseteImageGate";
-const EVENT_PREVIEW = "datasete_gate.preview";
-const EVENT_RESOLVED = "datasete_gate.resolved";
-const ROUTE_PENDING = "/datasete_gate/pending";
-const ROUTE_CHOOSE = "/datasete_gate/choose";
-const ROUTE_CANCEL = "/datasete_gate/cancel";
+const KIND = "image";
 const ROUTE_BUS_LIST = "/datasete_gate/bus/list";
 const PANEL_WIDGET = "gate_panel";
 // A new gate node's width: room for the tools row and two labelled route buttons.
 const DEFAULT_WIDTH = 420;
-
-// node_id (as the server sends it) -> pending entry. Kept apart from the nodes because
-// the preview can arrive before the graph is loaded, or for a node of another workflow.
-const pauses = new Map();
-// Where each entry came from: a counter value, so a /pending answer does not undo an
-// event that arrived while the request was in flight.
-const pauseSeen = new Map();
-let eventCounter = 0;
-// Tokens already answered: a late /pending answer must not bring them back.
-const resolvedTokens = new Set();
-const RESOLVED_MEMORY = 512;
 
 const panels = new WeakMap(); // node -> GatePanel
 let slotIds = [];
 // node_id -> what was decided last at that gate ("route 2 → Needs inpaint · published to x").
 const lastDecisions = new Map();
 
-// --- styles ----------------------------------------------------------------------------
-
-function loadStyles() {
-    const href = new URL("./image_gate.css", import.meta.url).href;
-    if (document.querySelector(`link[data-datasete-gate]`)) return;
-    const link = document.createElement("link");
-    link.rel = "stylesheet";
-    link.href = href;
-    link.dataset.dataseteGate = "";
-    document.head.append(link);
-}
+// The waiting gates of this kind (pause_client.js); a change shows on the node, if it is in the graph on screen.
+const tracker = new PauseTracker(api, KIND, (nodeId, note = "") => {
+    const node = app.graph?.getNodeById?.(nodeId);
+    if (isGate(node) && panels.has(node)) syncNode(node, note);
+});
 
 // --- the graph -------------------------------------------------------------------------
 
 function isGate(node) {
-    return !!node && (node.comfyClass === NODE_CLASS || node.type === NODE_CLASS);
+    return isNodeOf(node, NODE_CLASS);
 }
 
 function gateNodes() {
     return (app.graph?.nodes ?? []).filter((node) => isGate(node) && panels.has(node));
-}
-
-/** The gate node an entry is for, in the graph on screen; null for any other graph. */
-function nodeFor(entry) {
-    const node = app.graph?.getNodeById?.(entry.node_id);
-    return isGate(node) && panels.has(node) ? node : null;
 }
 
 function routeLabel(node, route) {
@@ -80,7 +55,7 @@ function syncNode(node, note = "") {
     const panel = panels.get(node);
     if (!panel) return;
     panel.element.dataset.nodeId = String(node.id); // lets scripts and tests find a node's panel
-    const entry = pauses.get(String(node.id));
+    const entry = tracker.entryFor(node.id);
     const shownBefore = panel.entry?.token ?? null;
     panel.setLastDecision(lastDecisions.get(String(node.id)) ?? "");
     if (entry) panel.showPause(entry);
@@ -113,78 +88,6 @@ function syncAll() {
     for (const node of gateNodes()) syncNode(node);
 }
 
-// --- pauses ----------------------------------------------------------------------------
-
-function rememberResolved(token) {
-    resolvedTokens.add(token);
-    if (resolvedTokens.size > RESOLVED_MEMORY) {
-        resolvedTokens.delete(resolvedTokens.values().next().value);
-    }
-}
-
-function addPause(entry) {
-    if (!entry || typeof entry.token !== "string" || resolvedTokens.has(entry.token)) return;
-    if (entry.kind && entry.kind !== "image") return; // the other kinds have panels of their own
-    const key = String(entry.node_id);
-    pauses.set(key, entry);
-    pauseSeen.set(key, ++eventCounter);
-    const node = nodeFor(entry);
-    if (node) syncNode(node);
-}
-
-function dropPause(token, note = "") {
-    rememberResolved(token);
-    for (const [key, entry] of pauses) {
-        if (entry.token !== token) continue;
-        pauses.delete(key);
-        pauseSeen.delete(key);
-        const node = nodeFor(entry);
-        if (node) syncNode(node, note);
-    }
-}
-
-async function fetchPending() {
-    const startedAt = eventCounter;
-    let answer;
-    try {
-        const response = await api.fetchApi(ROUTE_PENDING, { cache: "no-store" });
-        if (!response.ok) return;
-        answer = await response.json();
-    } catch (error) {
-        console.warn("Image Gate: could not fetch the waiting gates", error);
-        return;
-    }
-    const fresh = new Map();
-    for (const entry of answer.pending ?? []) {
-        if ((entry.kind ?? "image") !== "image") continue; // the other kinds have panels of their own
-        if (!resolvedTokens.has(entry.token)) fresh.set(String(entry.node_id), entry);
-    }
-    // Events newer than the request know better than its answer.
-    for (const [key, entry] of pauses) {
-        if ((pauseSeen.get(key) ?? 0) > startedAt) fresh.set(key, entry);
-    }
-    pauses.clear();
-    pauseSeen.clear();
-    for (const [key, entry] of fresh) {
-        pauses.set(key, entry);
-        pauseSeen.set(key, startedAt);
-    }
-    syncAll();
-}
-
-async function postJSON(path, body) {
-    const response = await api.fetchApi(path, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-    });
-    let data = {};
-    try {
-        data = await response.json();
-    } catch {
-        // An answer without a JSON body still has a status to act on.
-    }
-    return { status: response.status, ok: response.ok, data };
-}
-
 /** Send a choice or a cancel for the pause `node` shows; a stale pause is simply cleared. */
 async function answerPause(node, path, body) {
     const panel = panels.get(node);
@@ -192,20 +95,9 @@ async function answerPause(node, path, body) {
     if (!entry || panel.busy) return;
     panel.setBusy(true);
     panel.setError("");
-    try {
-        const { status, ok, data } = await postJSON(path, { token: entry.token, ...body });
-        if (ok) {
-            dropPause(entry.token);
-        } else if (status === 404 || status === 409) {
-            dropPause(entry.token, t("gate.alreadyAnswered", "that pause was already answered or has ended"));
-        } else {
-            panel.setError(data.error ?? t("gate.serverAnswered", "the server answered {status}", { status }));
-        }
-    } catch (error) {
-        panel.setError(t("gate.unreachable", "could not reach the server: {error}", { error: error.message ?? error }));
-    } finally {
-        if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
-    }
+    const result = await tracker.answer(entry, path, body);
+    if (result.error) panel.setError(result.error);
+    if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
 }
 
 function choose(node, route, mask) {
@@ -266,23 +158,14 @@ function pickSlot(node, id) {
 
 // --- keys ------------------------------------------------------------------------------
 
-function isTyping(target) {
-    if (!(target instanceof HTMLElement)) return false;
-    if (target.isContentEditable || target.tagName === "TEXTAREA" || target.tagName === "SELECT") return true;
-    if (target.tagName !== "INPUT") return false;
-    return !["button", "checkbox", "radio", "range", "color", "submit", "reset"].includes(target.type);
-}
-
 /** Keys 1-9 choose and Esc cancels, for the one selected gate that waits. */
 function onKeyDown(event) {
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
     const isDigit = event.key.length === 1 && event.key >= "1" && event.key <= "9";
     if (!isDigit && event.key !== "Escape") return;
     if (isTyping(event.composedPath()[0])) return;
-    const selected = Object.values(app.canvas?.selected_nodes ?? {})
-        .filter((node) => isGate(node) && panels.get(node)?.waiting);
-    if (selected.length !== 1) return;
-    const node = selected[0];
+    const node = soleSelected(app.canvas, (candidate) => isGate(candidate) && panels.get(candidate)?.waiting);
+    if (!node) return;
     const panel = panels.get(node);
     if (isDigit) {
         const route = Number(event.key);
@@ -306,49 +189,19 @@ function attachPanel(node) {
         routeLabel: (route) => routeLabel(node, route),
         apiURL: (path) => api.apiURL(path),
     });
-    const widget = node.addDOMWidget(PANEL_WIDGET, "datasete_gate_panel", panel.element, {
-        serialize: false,
-        hideOnZoom: true,
-        margin: 6,
-        getMinHeight: () => panel.minHeight(),
-        getValue: () => "",
-        setValue: () => {},
-    });
-    widget.serialize = false; // nothing of the panel belongs in the saved workflow
+    const widget = addPanelWidget(node, PANEL_WIDGET, "datasete_gate_panel", panel.element,
+                                  { hideOnZoom: true, minHeight: () => panel.minHeight() });
     panels.set(node, panel);
 
     // Keep the picker in step when get_id is typed in.
-    const getId = getIdWidget(node);
-    if (getId) {
-        const typed = getId.callback;
-        getId.callback = function (value, ...rest) {
-            const result = typed?.call(this, value, ...rest);
-            showSlots(node);
-            return result;
-        };
-    }
-    const onConnectionsChange = node.onConnectionsChange;
-    node.onConnectionsChange = function (...args) {
-        const result = onConnectionsChange?.apply(this, args);
-        panel.refreshRouteLabels();
-        return result;
-    };
+    chainCallback(getIdWidget(node), "callback", () => showSlots(node));
+    chainCallback(node, "onConnectionsChange", () => panel.refreshRouteLabels());
     showSlots(node);
-    const routes = routesWidget(node);
-    if (routes) {
-        const changed = routes.callback;
-        routes.callback = function (value, ...rest) {
-            const result = changed?.call(this, value, ...rest);
-            syncRouteOutputs(node);
-            return result;
-        };
-    }
-    const onConfigure = node.onConfigure;
-    node.onConfigure = function (...args) {
-        const result = onConfigure?.apply(this, args);
-        syncRouteOutputs(this); // a saved node comes back with the outputs it was saved with
-        return result;
-    };
+    chainCallback(routesWidget(node), "callback", () => syncRouteOutputs(node));
+    // A saved node comes back with the outputs it was saved with.
+    chainCallback(node, "onConfigure", function () {
+        syncRouteOutputs(this);
+    });
     syncRouteOutputs(node);
     // A new node gets room for a preview; a loaded node gets its saved size right after this.
     node.setSize([Math.max(node.size[0], DEFAULT_WIDTH),
@@ -404,25 +257,20 @@ app.registerExtension({
     name: "datasete.gates.ImageGate",
 
     async setup() {
-        loadStyles();
-        api.addEventListener(EVENT_PREVIEW, ({ detail }) => addPause(detail));
+        loadStylesheets("./image_gate.css");
+        // The tracker drops the pause on this event; the event may come after this tab's own answer
+        // already cleared it: record and show the decision either way.
         api.addEventListener(EVENT_RESOLVED, ({ detail }) => {
-            if (detail?.token) dropPause(detail.token);
-            // The event may come after this tab's own answer already cleared the pause: record and show
-            // the decision either way.
             const node = detail?.node_id !== undefined ? app.graph?.getNodeById?.(detail.node_id) : null;
-            if (isGate(node) && panels.has(node) && (detail.kind ?? "image") === "image") {
+            if (isGate(node) && panels.has(node) && kindOf(detail) === KIND) {
                 lastDecisions.set(String(detail.node_id), describeDecision(detail));
                 panels.get(node).setLastDecision(lastDecisions.get(String(detail.node_id)));
             }
             if (detail?.published) refreshSlots();
         });
-        api.addEventListener("reconnected", () => {
-            fetchPending();
-            refreshSlots();
-        });
+        api.addEventListener("reconnected", () => refreshSlots());
         window.addEventListener("keydown", onKeyDown, { capture: true });
-        await Promise.all([fetchPending(), refreshSlots()]);
+        await Promise.all([tracker.listen(), refreshSlots()]);
     },
 
     nodeCreated(node) {

@@ -7,9 +7,12 @@
 
 import { t } from "./i18n.js";
 
-const EVENT_PREVIEW = "datasete_gate.preview";
-const EVENT_RESOLVED = "datasete_gate.resolved";
-const ROUTE_PENDING = "/datasete_gate/pending";
+// The names of gates/constants.py the browser needs, for every gate kind.
+export const EVENT_PREVIEW = "datasete_gate.preview";
+export const EVENT_RESOLVED = "datasete_gate.resolved";
+export const ROUTE_PENDING = "/datasete_gate/pending";
+export const ROUTE_CHOOSE = "/datasete_gate/choose";
+export const ROUTE_CANCEL = "/datasete_gate/cancel";
 const RESOLVED_MEMORY = 512;
 
 export async function postJSON(api, path, body) {
@@ -23,6 +26,11 @@ export async function postJSON(api, path, body) {
         // An answer without a JSON body still has a status to act on.
     }
     return { status: response.status, ok: response.ok, data };
+}
+
+/** An entry's gate kind; one without a kind is an Image Gate's (the server's default). */
+export function kindOf(entry) {
+    return entry?.kind ?? "image";
 }
 
 export class PauseTracker {
@@ -56,7 +64,7 @@ export class PauseTracker {
     }
 
     add(entry) {
-        if (!entry || typeof entry.token !== "string" || entry.kind !== this.kind) return;
+        if (!entry || typeof entry.token !== "string" || kindOf(entry) !== this.kind) return;
         if (this.resolved.has(entry.token)) return;
         const key = String(entry.node_id);
         this.pauses.set(key, entry);
@@ -88,7 +96,7 @@ export class PauseTracker {
         }
         const fresh = new Map();
         for (const entry of answer.pending ?? []) {
-            if (entry.kind === this.kind && !this.resolved.has(entry.token)) fresh.set(String(entry.node_id), entry);
+            if (kindOf(entry) === this.kind && !this.resolved.has(entry.token)) fresh.set(String(entry.node_id), entry);
         }
         for (const [key, entry] of this.pauses) {
             if ((this.seen.get(key) ?? 0) > startedAt) fresh.set(key, entry);

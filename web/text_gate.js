@@ -7,12 +7,11 @@ import { api } from "../../scripts/api.js";
 import { el, previewURL } from "./gate_panel.js";
 import { waitingGates } from "./dock.js";
 import { t } from "./i18n.js";
-import { isTyping, PauseTracker } from "./pause_client.js";
+import { addPanelWidget, isNodeOf, loadStylesheets, soleSelected } from "./node_glue.js";
+import { isTyping, PauseTracker, ROUTE_CANCEL, ROUTE_CHOOSE } from "./pause_client.js";
 
 const NODE_CLASS = "DataseteTextGate";
 const KIND = "text";
-const ROUTE_CHOOSE = "/datasete_gate/choose";
-const ROUTE_CANCEL = "/datasete_gate/cancel";
 const PANEL_WIDGET = "text_gate_panel";
 const MAX_TEXT_BYTES = 1024 * 1024;
 // The node's size when it is created; it never grows on its own afterwards.
@@ -24,17 +23,6 @@ const tracker = new PauseTracker(api, KIND, (nodeId, note) => {
     const node = app.graph?.getNodeById?.(nodeId);
     if (isTextGate(node) && panels.has(node)) syncNode(node, note);
 });
-
-function loadStyles() {
-    for (const file of ["./image_gate.css", "./text_gate.css"]) {
-        const href = new URL(file, import.meta.url).href;
-        if ([...document.querySelectorAll("link[rel=stylesheet]")].some((link) => link.href === href)) continue;
-        const link = document.createElement("link");
-        link.rel = "stylesheet";
-        link.href = href;
-        document.head.append(link);
-    }
-}
 
 // --- counting and the trigger ------------------------------------------------------------------
 
@@ -307,7 +295,7 @@ class TextPanel {
 // --- the graph -----------------------------------------------------------------------------------
 
 function isTextGate(node) {
-    return !!node && (node.comfyClass === NODE_CLASS || node.type === NODE_CLASS);
+    return isNodeOf(node, NODE_CLASS);
 }
 
 function textGateNodes() {
@@ -368,12 +356,10 @@ function onKeyDown(event) {
     const cancelKey = event.key === "Escape" && !event.ctrlKey && !event.metaKey && !event.altKey;
     if (!approveKey && !cancelKey) return;
     if (isTyping(event.composedPath()[0])) return;
-    const selected = Object.values(app.canvas?.selected_nodes ?? {})
-        .filter((node) => isTextGate(node) && panels.get(node)?.waiting);
-    if (selected.length !== 1) return;
-    const panel = panels.get(selected[0]);
-    if (approveKey) panel.approve();
-    else cancel(selected[0]);
+    const node = soleSelected(app.canvas, (candidate) => isTextGate(candidate) && panels.get(candidate)?.waiting);
+    if (!node) return;
+    if (approveKey) panels.get(node).approve();
+    else cancel(node);
     event.preventDefault();
     event.stopImmediatePropagation();
 }
@@ -387,15 +373,7 @@ function attachPanel(node) {
         onCancel: () => cancel(node),
         apiURL: (path) => api.apiURL(path),
     });
-    const widget = node.addDOMWidget(PANEL_WIDGET, "datasete_text_gate_panel", panel.element, {
-        serialize: false,
-        hideOnZoom: false,
-        margin: 6,
-        getMinHeight: () => PANEL_MIN_HEIGHT,
-        getValue: () => "",
-        setValue: () => {},
-    });
-    widget.serialize = false;
+    addPanelWidget(node, PANEL_WIDGET, "datasete_text_gate_panel", panel.element, { minHeight: () => PANEL_MIN_HEIGHT });
     panels.set(node, panel);
     panel.element.dataset.nodeId = String(node.id);
     // One size, set once: the panel fits itself into it, waiting or not (a loaded node keeps its saved size).
@@ -407,7 +385,7 @@ app.registerExtension({
     name: "datasete.gates.TextGate",
 
     async setup() {
-        loadStyles();
+        loadStylesheets("./image_gate.css", "./text_gate.css");
         window.addEventListener("keydown", onKeyDown, { capture: true });
         await tracker.listen();
     },
