@@ -6,7 +6,7 @@ and the answer's rules) and previews. ComfyUI itself is imported only through ga
 
 from __future__ import annotations
 
-from .. import captions, imaging
+from .. import captions, imaging, origin
 from ..constants import CATEGORY, EVENT_PREVIEW, EVENT_RESOLVED, KIND_TEXT, WAIT_SLICE_SECONDS
 from ..folders import FolderError
 from ..pause import GATES, GateBus, GateCancelled
@@ -60,7 +60,7 @@ class TextGate:
                     "tooltip": "A word (or phrase) the text must hold, such as a LoRA trigger: it is highlighted, "
                                "and Approve warns first when it is missing. Any case, whole words."}),
             },
-            "hidden": {"unique_id": "UNIQUE_ID"},
+            "hidden": dict(origin.HIDDEN),
         }
 
     @classmethod
@@ -81,7 +81,7 @@ class TextGate:
     def IS_CHANGED(cls, **_kwargs):
         return float("nan")  # a person decides each run: never serve a gate from the cache
 
-    def run(self, text, unique_id=None, image=None, caption_path="", trigger=""):
+    def run(self, text, unique_id=None, image=None, caption_path="", trigger="", prompt=None, extra_pnginfo=None):
         from .. import gates_compat as comfy
 
         text = "" if text is None else str(text)
@@ -95,7 +95,8 @@ class TextGate:
             pixels = imaging.image_to_uint8(image)
             frames, height, width = (int(v) for v in pixels.shape[:3])
             previews = save_previews(pixels, temp)
-        details = {"text": text, "trigger": trigger, "trigger_present": captions.has_trigger(text, trigger),
+        details = {**origin.origin(extra_pnginfo, prompt, unique_id),
+                   "text": text, "trigger": trigger, "trigger_present": captions.has_trigger(text, trigger),
                    "caption_path": caption_path or None, "caption_file": target[0] if target else None,
                    "error": None}
         written = None
