@@ -13,13 +13,16 @@ from typing import Any
 
 # A workflow id is a uuid; anything longer or stranger is not one the page could hold.
 MAX_ID_LENGTH = 64
+# The id of a graph that never got one of its own (frontend 1.27 keeps it from a file that has it), so
+# it names no workflow in particular.
+ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 
 
 def workflow_id(extra_pnginfo: Any) -> str | None:
     """The queued workflow's id, or None (queued through the API without one, or not a string)."""
     workflow = extra_pnginfo.get("workflow") if isinstance(extra_pnginfo, dict) else None
     value = workflow.get("id") if isinstance(workflow, dict) else None
-    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable():
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable() and value != ZERO_UUID:
         return value
     return None
 

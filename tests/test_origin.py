@@ -20,6 +20,7 @@ WORKFLOW_ID = "0d4e1f9a-5b6c-4d7e-8f90-a1b2c3d4e5f6"
     ({"workflow": {"id": ""}}, None),
     ({"workflow": {"id": "x" * 65}}, None),
     ({"workflow": {"id": "a\nb"}}, None),
+    ({"workflow": {"id": "00000000-0000-0000-0000-000000000000"}}, None),
     ("not a dict", None),
 ])
 def test_the_workflow_id_is_the_queued_workflows_own_or_none(extra, expected):
