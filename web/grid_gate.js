@@ -14,7 +14,8 @@ import { IdPicker, drawWaitingMarker, el } from "./gate_panel.js";
 import { GridPanel } from "./grid_panel.js";
 import { t } from "./i18n.js";
 import { addPanelWidget, chainCallback, isNodeOf, loadStylesheets, soleSelected } from "./node_glue.js";
-import { isTyping, PauseTracker, ROUTE_CANCEL, ROUTE_CHOOSE } from "./pause_client.js";
+import { allNodes, locate, locateId } from "./graph_locate.js";
+import { answerFromPanel, isTyping, PauseTracker, ROUTE_CANCEL, ROUTE_CHOOSE } from "./pause_client.js";
 
 const GRID_CLASS = "DataseteGridPoolGate";
 const ADD_CLASS = "DataseteAddToImagePool";
@@ -33,8 +34,8 @@ const statusCount = new Map(); // node_id -> how many status events came for it
 let poolIds = [];
 let poolLabels = new Map();
 
-const tracker = new PauseTracker(api, KIND, (nodeId, note = "") => {
-    const node = nodeById(nodeId);
+const tracker = new PauseTracker(api, KIND, (nodeId, note, entry) => {
+    const node = locate(app, entry)?.node;
     if (node && gridPanels.has(node)) syncGrid(node, note);
 });
 
@@ -44,12 +45,19 @@ function isGrid(node) {
     return isNodeOf(node, GRID_CLASS);
 }
 
+/** The node of an execution id ("5", or "12:5" inside a subgraph) in the open workflow. */
 function nodeById(nodeId) {
-    return app.graph?.getNodeById?.(nodeId) ?? null;
+    return locateId(app, nodeId)?.node ?? null;
 }
 
+/** The grid nodes of the open workflow, inside subgraphs too. */
 function gridNodes() {
-    return (app.graph?.nodes ?? []).filter((node) => isGrid(node) && gridPanels.has(node));
+    return allNodes(app).filter((node) => isGrid(node) && gridPanels.has(node));
+}
+
+/** The pause waiting at this node (queued from this workflow), or null. */
+function entryOf(node) {
+    return tracker.find((entry) => locate(app, entry)?.node === node);
 }
 
 function addNodes() {
@@ -59,8 +67,9 @@ function addNodes() {
 function syncGrid(node, note = "") {
     const panel = gridPanels.get(node);
     panel.element.dataset.nodeId = String(node.id); // lets scripts and tests find a node's panel
-    const entry = tracker.entryFor(node.id);
+    const entry = entryOf(node);
     if (entry) {
+        panel.element.dataset.executionId = String(entry.node_id);
         panel.showPause(entry);
     } else {
         if (panel.waiting || note) panel.showIdle(note);
@@ -80,21 +89,16 @@ function selectNode(node) {
 
 async function answer(node, path, body, doneNote) {
     const panel = gridPanels.get(node);
-    const entry = panel?.entry;
-    if (!entry || panel.busy) return;
-    panel.setBusy(true);
-    panel.setError("");
+    if (!panel) return;
     const key = String(node.id);
     const statusesBefore = statusCount.get(key) ?? 0;
-    const result = await tracker.answer(entry, path, body);
+    const result = await answerFromPanel(tracker, panel, panel.entry, path, body);
     if (result.ok && doneNote && !panel.waiting) {
         // The server's own line ("kept 3 of 16 · …") may have come over the websocket before this answer
         // did: it says more than "sent", so it stays.
         const newer = (statusCount.get(key) ?? 0) > statusesBefore;
         panel.showIdle(newer ? notes.get(key) : doneNote);
     }
-    if (result.error) panel.setError(result.error);
-    if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
 }
 
 // --- the pool picker -------------------------------------------------------------------------
@@ -207,7 +211,26 @@ function onStatus(detail) {
 
 // --- the dock (dock.js): a waiting grid whose node view cannot show its panel ----------------
 
-waitingGates.addSource(() => gridNodes().map((node) => ({ node, panel: gridPanels.get(node) })));
+waitingGates.addSource(() => (app.graph?.nodes ?? []).filter((node) => isGrid(node) && gridPanels.has(node))
+    .map((node) => ({ node, panel: gridPanels.get(node) })));
+// A waiting grid whose node is not on screen gets a grid of its own in the "Waiting gates" panel.
+waitingGates.addKind(KIND, {
+    tracker,
+    panelOf: (node) => (isGrid(node) ? gridPanels.get(node) : null),
+    createPanel: (entry) => {
+        const panel = new GridPanel({
+            onSend: (keep) => answerFromPanel(tracker, panel, panel.entry, ROUTE_CHOOSE, { keep }),
+            onCancel: () => answerFromPanel(tracker, panel, panel.entry, ROUTE_CANCEL, {}),
+            onPickPool: () => {},
+            onOpenPicker: () => {},
+            onInteract: () => {},
+            apiURL: (path) => api.apiURL(path),
+        });
+        panel.picker.element.style.display = "none"; // the pool is the node's setting, not this pause's
+        panel.showPause(entry);
+        return panel;
+    },
+});
 
 // --- keys ------------------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ import { waitingGates } from "./dock.js";
 import { GatePanel, drawWaitingMarker } from "./gate_panel.js";
 import { t } from "./i18n.js";
 import { addPanelWidget, chainCallback, isNodeOf, loadStylesheets, soleSelected } from "./node_glue.js";
-import { EVENT_RESOLVED, isTyping, kindOf, PauseTracker, ROUTE_CANCEL, ROUTE_CHOOSE } from "./pause_client.js";
+import { allNodes, locate } from "./graph_locate.js";
+import { answerFromPanel, EVENT_RESOLVED, isTyping, kindOf, PauseTracker, ROUTE_CANCEL, ROUTE_CHOOSE } from "./pause_client.js";
 
 const NODE_CLASS = "DataseteImageGate";
 const KIND = "image";
@@ -22,12 +23,13 @@ const DEFAULT_WIDTH = 420;
 
 const panels = new WeakMap(); // node -> GatePanel
 let slotIds = [];
-// node_id -> what was decided last at that gate ("route 2 → Needs inpaint · published to x").
-const lastDecisions = new Map();
+// node -> what was decided last at that gate ("route 2 → Needs inpaint · published to x").
+const lastDecisions = new WeakMap();
 
-// The waiting gates of this kind (pause_client.js); a change shows on the node, if it is in the graph on screen.
-const tracker = new PauseTracker(api, KIND, (nodeId, note = "") => {
-    const node = app.graph?.getNodeById?.(nodeId);
+// The waiting gates of this kind (pause_client.js); a change shows on its node, if the workflow open
+// here queued it (at any depth of subgraphs: graph_locate.js).
+const tracker = new PauseTracker(api, KIND, (nodeId, note, entry) => {
+    const node = locate(app, entry)?.node;
     if (isGate(node) && panels.has(node)) syncNode(node, note);
 });
 
@@ -37,16 +39,28 @@ function isGate(node) {
     return isNodeOf(node, NODE_CLASS);
 }
 
+/** The gate nodes of the open workflow, inside subgraphs too. */
 function gateNodes() {
+    return allNodes(app).filter((node) => isGate(node) && panels.has(node));
+}
+
+/** The gate nodes of the top level, the ones a node view without DOM widgets hands to the dock. */
+function topGateNodes() {
     return (app.graph?.nodes ?? []).filter((node) => isGate(node) && panels.has(node));
+}
+
+/** The pause waiting at this node (queued from this workflow), or null. */
+function entryOf(node) {
+    return tracker.find((entry) => locate(app, entry)?.node === node);
 }
 
 function routeLabel(node, route) {
     const output = node.outputs?.find((slot) => slot.name === `route_${route}`);
     const linkId = output?.links?.[0];
     if (linkId === undefined) return "";
-    const link = app.graph?.links?.get?.(linkId) ?? app.graph?.links?.[linkId];
-    const target = link ? app.graph.getNodeById(link.target_id) : null;
+    const graph = node.graph ?? app.graph; // a subgraph's links are its own
+    const link = graph?.links?.get?.(linkId) ?? graph?.links?.[linkId];
+    const target = link ? graph.getNodeById(link.target_id) : null;
     return target?.title ?? "";
 }
 
@@ -55,9 +69,11 @@ function syncNode(node, note = "") {
     const panel = panels.get(node);
     if (!panel) return;
     panel.element.dataset.nodeId = String(node.id); // lets scripts and tests find a node's panel
-    const entry = tracker.entryFor(node.id);
+    const entry = entryOf(node);
     const shownBefore = panel.entry?.token ?? null;
-    panel.setLastDecision(lastDecisions.get(String(node.id)) ?? "");
+    panel.setLastDecision(lastDecisions.get(node) ?? "");
+    if (entry) panel.element.dataset.executionId = String(entry.node_id);
+    else delete panel.element.dataset.executionId;
     if (entry) panel.showPause(entry);
     else if (shownBefore || note) panel.showIdle(note);
     // The panel keeps its size in both states; only the canvas (low-zoom marker) needs a redraw.
@@ -66,12 +82,29 @@ function syncNode(node, note = "") {
 }
 
 // A waiting gate whose node cannot show its panel goes to the shared "Waiting gates" dock (dock.js).
-waitingGates.addSource(() => gateNodes().map((node) => ({ node, panel: panels.get(node) })));
+waitingGates.addSource(() => topGateNodes().map((node) => ({ node, panel: panels.get(node) })));
+// A waiting gate whose node is not on screen gets a panel of its own in the "Waiting gates" panel.
+waitingGates.addKind(KIND, {
+    tracker,
+    panelOf: (node) => (isGate(node) ? panels.get(node) : null),
+    createPanel: (entry) => {
+        const found = locate(app, entry);
+        const panel = new GatePanel({
+            onChoose: (route, mask) => answerFromPanel(tracker, panel, panel.entry, ROUTE_CHOOSE, chooseBody(route, mask)),
+            onCancel: () => answerFromPanel(tracker, panel, panel.entry, ROUTE_CANCEL, {}),
+            onPickSlot: () => {},
+            onOpenPicker: () => {},
+            routeLabel: (route) => (found ? routeLabel(found.node, route) : ""),
+            apiURL: (path) => api.apiURL(path),
+        });
+        panel.slotPicker.element.style.display = "none"; // get_id is the node's setting, not this pause's
+        panel.showPause(entry);
+        return panel;
+    },
+});
 
 /** "Last: route 2 → Needs inpaint · published to restart_point", or "Last: cancelled". */
-function describeDecision(detail) {
-    const key = String(detail.node_id);
-    const node = app.graph?.getNodeById?.(detail.node_id);
+function describeDecision(detail, node) {
     if (detail.route === null || detail.route === undefined) return t("gate.lastCancelled", "Last: cancelled");
     const label = isGate(node) ? routeLabel(node, detail.route) : "";
     let text = t("gate.lastRoute", "Last: route {route}", { route: detail.route })
@@ -80,7 +113,6 @@ function describeDecision(detail) {
     if (detail.publish_error) {
         text += " " + t("gate.lastPublishFailed", "· publish failed: {error}", { error: detail.publish_error });
     }
-    lastDecisions.set(key, text);
     return text;
 }
 
@@ -91,19 +123,15 @@ function syncAll() {
 /** Send a choice or a cancel for the pause `node` shows; a stale pause is simply cleared. */
 async function answerPause(node, path, body) {
     const panel = panels.get(node);
-    const entry = panel?.entry;
-    if (!entry || panel.busy) return;
-    panel.setBusy(true);
-    panel.setError("");
-    const result = await tracker.answer(entry, path, body);
-    if (result.error) panel.setError(result.error);
-    if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
+    if (panel) await answerFromPanel(tracker, panel, panel.entry, path, body);
+}
+
+function chooseBody(route, mask) {
+    return mask ? { route, mask } : { route };
 }
 
 function choose(node, route, mask) {
-    const body = { route };
-    if (mask) body.mask = mask;
-    return answerPause(node, ROUTE_CHOOSE, body);
+    return answerPause(node, ROUTE_CHOOSE, chooseBody(route, mask));
 }
 
 function cancel(node) {
@@ -260,11 +288,12 @@ app.registerExtension({
         loadStylesheets("./image_gate.css");
         // The tracker drops the pause on this event; the event may come after this tab's own answer
         // already cleared it: record and show the decision either way.
+        // The node is the one the pause was shown for (this workflow's, at its depth), not any node of that id.
         api.addEventListener(EVENT_RESOLVED, ({ detail }) => {
-            const node = detail?.node_id !== undefined ? app.graph?.getNodeById?.(detail.node_id) : null;
+            const node = detail?.token ? locate(app, tracker.byToken(detail.token))?.node : null;
             if (isGate(node) && panels.has(node) && kindOf(detail) === KIND) {
-                lastDecisions.set(String(detail.node_id), describeDecision(detail));
-                panels.get(node).setLastDecision(lastDecisions.get(String(detail.node_id)));
+                lastDecisions.set(node, describeDecision(detail, node));
+                panels.get(node).setLastDecision(lastDecisions.get(node));
             }
             if (detail?.published) refreshSlots();
         });

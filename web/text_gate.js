@@ -8,7 +8,8 @@ import { el, previewURL } from "./gate_panel.js";
 import { waitingGates } from "./dock.js";
 import { t } from "./i18n.js";
 import { addPanelWidget, isNodeOf, loadStylesheets, soleSelected } from "./node_glue.js";
-import { isTyping, PauseTracker, ROUTE_CANCEL, ROUTE_CHOOSE } from "./pause_client.js";
+import { allNodes, locate } from "./graph_locate.js";
+import { answerFromPanel, isTyping, PauseTracker, ROUTE_CANCEL, ROUTE_CHOOSE } from "./pause_client.js";
 
 const NODE_CLASS = "DataseteTextGate";
 const KIND = "text";
@@ -19,8 +20,8 @@ const NODE_WIDTH = 440;
 const PANEL_MIN_HEIGHT = 300;
 
 const panels = new WeakMap(); // node -> TextPanel
-const tracker = new PauseTracker(api, KIND, (nodeId, note) => {
-    const node = app.graph?.getNodeById?.(nodeId);
+const tracker = new PauseTracker(api, KIND, (nodeId, note, entry) => {
+    const node = locate(app, entry)?.node;
     if (isTextGate(node) && panels.has(node)) syncNode(node, note);
 });
 
@@ -298,15 +299,22 @@ function isTextGate(node) {
     return isNodeOf(node, NODE_CLASS);
 }
 
+/** The Text Gates of the open workflow, inside subgraphs too. */
 function textGateNodes() {
-    return (app.graph?.nodes ?? []).filter((node) => isTextGate(node) && panels.has(node));
+    return allNodes(app).filter((node) => isTextGate(node) && panels.has(node));
+}
+
+/** The pause waiting at this node (queued from this workflow), or null. */
+function entryOf(node) {
+    return tracker.find((entry) => locate(app, entry)?.node === node);
 }
 
 function syncNode(node, note = "") {
     const panel = panels.get(node);
     if (!panel) return;
     panel.element.dataset.nodeId = String(node.id);
-    const entry = tracker.entryFor(node.id);
+    const entry = entryOf(node);
+    if (entry) panel.element.dataset.executionId = String(entry.node_id);
     if (entry) panel.showPause(entry);
     else if (panel.waiting || note) panel.showIdle(note);
     node.setDirtyCanvas?.(true, true);
@@ -314,7 +322,23 @@ function syncNode(node, note = "") {
 }
 
 // A waiting Text Gate whose node cannot show its panel goes to the shared "Waiting gates" dock.
-waitingGates.addSource(() => textGateNodes().map((node) => ({ node, panel: panels.get(node) })));
+waitingGates.addSource(() => (app.graph?.nodes ?? []).filter((node) => isTextGate(node) && panels.has(node))
+    .map((node) => ({ node, panel: panels.get(node) })));
+// A waiting Text Gate whose node is not on screen gets a text box of its own in the "Waiting gates" panel.
+waitingGates.addKind(KIND, {
+    tracker,
+    panelOf: (node) => (isTextGate(node) ? panels.get(node) : null),
+    createPanel: (entry) => {
+        const panel = new TextPanel({
+            onApprove: (text) => answerFromPanel(tracker, panel, panel.entry, ROUTE_CHOOSE, { approve: true, text }),
+            onReject: () => answerFromPanel(tracker, panel, panel.entry, ROUTE_CHOOSE, { approve: false }),
+            onCancel: () => answerFromPanel(tracker, panel, panel.entry, ROUTE_CANCEL, {}),
+            apiURL: (path) => api.apiURL(path),
+        });
+        panel.showPause(entry);
+        return panel;
+    },
+});
 
 function syncAll() {
     for (const node of textGateNodes()) syncNode(node);
@@ -322,14 +346,9 @@ function syncAll() {
 
 async function answer(node, path, body, doneNote) {
     const panel = panels.get(node);
-    const entry = panel?.entry;
-    if (!entry || panel.busy) return;
-    panel.setBusy(true);
-    panel.setError("");
-    const result = await tracker.answer(entry, path, body);
+    if (!panel) return;
+    const result = await answerFromPanel(tracker, panel, panel.entry, path, body);
     if (result.ok && doneNote && !panel.waiting) panel.showIdle(doneNote);
-    if (result.error) panel.setError(result.error);
-    if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
 }
 
 function approve(node, text) {
