@@ -299,3 +299,14 @@ def test_a_caption_that_cannot_be_written_pauses_again_with_the_edit_and_the_rea
     assert running.error is None and running.result["result"][0] == "my careful edit"
     assert (folder / "1.txt").read_bytes() == b"my careful edit"
     assert [p.name for p in folder.iterdir()] == ["1.txt"]
+
+
+def test_the_pending_entry_names_the_workflow_and_the_node_that_queued_it(fake, bus, node):
+    workflow_id = "5f0c2d3e-1a2b-4c3d-9e8f-0a1b2c3d4e5f"
+    running = RunningNode(node, text="a cat", unique_id="12:5", prompt={"12:5": {"_meta": {"title": "Caption check"}}},
+                          extra_pnginfo={"workflow": {"id": workflow_id, "nodes": []}})
+    entry = wait_for_pause(bus, running)
+    assert entry["node_id"] == "12:5" and entry["workflow_id"] == workflow_id
+    assert entry["node_title"] == "Caption check"
+    bus.cancel(entry["token"])
+    running.join()

@@ -8,6 +8,7 @@ import { api } from "../../scripts/api.js";
 import { el } from "./gate_panel.js";
 import { Dock } from "./dock.js";
 import { t } from "./i18n.js";
+import { addPanelWidget, chainCallback, isNodeOf, loadStylesheets } from "./node_glue.js";
 import { postJSON } from "./pause_client.js";
 
 const NODE_CLASS = "DataseteImageFolderLoader";
@@ -30,17 +31,6 @@ const loaderDock = new Dock({
 });
 let folderList = [];
 let folderRequest = null;
-
-function loadStyles() {
-    for (const file of ["./image_gate.css", "./folder_loader.css"]) {
-        const href = new URL(file, import.meta.url).href;
-        if ([...document.querySelectorAll("link[rel=stylesheet]")].some((link) => link.href === href)) continue;
-        const link = document.createElement("link");
-        link.rel = "stylesheet";
-        link.href = href;
-        document.head.append(link);
-    }
-}
 
 class LoaderPanel {
     constructor(hooks) {
@@ -99,7 +89,7 @@ function statusText(data) {
 }
 
 function isLoader(node) {
-    return !!node && (node.comfyClass === NODE_CLASS || node.type === NODE_CLASS);
+    return isNodeOf(node, NODE_CLASS);
 }
 
 function loaderNodes() {
@@ -241,36 +231,18 @@ function attachPanel(node) {
         onOpenPicker: () => refreshFolders(),
         onReset: () => reset(node),
     });
-    const domWidget = node.addDOMWidget(PANEL_WIDGET, "datasete_loader_panel", panel.element, {
-        serialize: false,
-        hideOnZoom: false,
-        margin: 6,
-        getMinHeight: () => PANEL_HEIGHT,
-        getMaxHeight: () => PANEL_HEIGHT,
-        getValue: () => "",
-        setValue: () => {},
-    });
-    domWidget.serialize = false;
+    addPanelWidget(node, PANEL_WIDGET, "datasete_loader_panel", panel.element,
+                   { minHeight: () => PANEL_HEIGHT, maxHeight: () => PANEL_HEIGHT });
     panels.set(node, panel);
     panel.element.dataset.nodeId = String(node.id);
 
     for (const name of ["folder", "include_subfolders"]) {
-        const input = widget(node, name);
-        if (!input) continue;
-        const original = input.callback;
-        input.callback = function (value, ...rest) {
-            const result = original?.call(this, value, ...rest);
+        chainCallback(widget(node, name), "callback", (value) => {
             refreshState(node);
             if (name === "folder") panel.setFolders(folderList, String(value ?? ""));
-            return result;
-        };
+        });
     }
-    const onConnectionsChange = node.onConnectionsChange;
-    node.onConnectionsChange = function (...args) {
-        const result = onConnectionsChange?.apply(this, args);
-        refreshState(node);
-        return result;
-    };
+    chainCallback(node, "onConnectionsChange", () => refreshState(node));
     panel.setFolders(folderList, settings(node).folder);
     node.setSize([Math.max(node.size[0], MIN_WIDTH), node.computeSize()[1]]);
     refreshState(node);
@@ -280,7 +252,7 @@ app.registerExtension({
     name: "datasete.gates.ImageFolderLoader",
 
     async setup() {
-        loadStyles();
+        loadStylesheets("./image_gate.css", "./folder_loader.css");
         api.addEventListener(EVENT_LOADER, ({ detail }) => onLoaderEvent(detail));
         // A run that failed or was cancelled did not move the walk: show where it stands now. (A run
         // that succeeded moved it: the server says so with a `committed` loader event.)

@@ -14,14 +14,14 @@ import { IdPicker, drawWaitingMarker, el } from "./gate_panel.js";
 import { GridPanel } from "./grid_panel.js";
 import { t } from "./i18n.js";
 import { onGateStatus, statusText as gateStatusText, timedOutText } from "./gate_status.js";
-import { isTyping, PauseTracker } from "./pause_client.js";
+import { addPanelWidget, chainCallback, isNodeOf, loadStylesheets, soleSelected } from "./node_glue.js";
+import { allNodes, locate, locateId } from "./graph_locate.js";
+import { answerFromPanel, isTyping, PauseTracker, ROUTE_CANCEL, ROUTE_CHOOSE } from "./pause_client.js";
 
 const GRID_CLASS = "DataseteGridPoolGate";
 const ADD_CLASS = "DataseteAddToImagePool";
 const KIND = "grid";
 const EVENT_STATUS = "datasete_gate.pool_status";
-const ROUTE_CHOOSE = "/datasete_gate/choose";
-const ROUTE_CANCEL = "/datasete_gate/cancel";
 const ROUTE_POOL_LIST = "/datasete_gate/pool/list";
 // A predictable size: the grid fits into the node (thumbnails scale), the node never grows on a pause.
 const GRID_NODE_SIZE = [560, 640];
@@ -35,49 +35,42 @@ const statusCount = new Map(); // node_id -> how many status events came for it
 let poolIds = [];
 let poolLabels = new Map();
 
-const tracker = new PauseTracker(api, KIND, (nodeId, note = "") => {
-    const node = nodeById(nodeId);
+const tracker = new PauseTracker(api, KIND, (nodeId, note, entry) => {
+    const node = locate(app, entry)?.node;
     if (node && gridPanels.has(node)) syncGrid(node, note);
 });
 
-// --- styles ----------------------------------------------------------------------------------
-
-function loadStyles() {
-    if (document.querySelector("link[data-datasete-grid]")) return;
-    const link = document.createElement("link");
-    link.rel = "stylesheet";
-    link.href = new URL("./grid_gate.css", import.meta.url).href;
-    link.dataset.dataseteGrid = "";
-    document.head.append(link);
-}
-
 // --- the graph -------------------------------------------------------------------------------
 
-function classOf(node) {
-    return node?.comfyClass ?? node?.type;
-}
-
 function isGrid(node) {
-    return classOf(node) === GRID_CLASS;
+    return isNodeOf(node, GRID_CLASS);
 }
 
+/** The node of an execution id ("5", or "12:5" inside a subgraph) in the open workflow. */
 function nodeById(nodeId) {
-    return app.graph?.getNodeById?.(nodeId) ?? null;
+    return locateId(app, nodeId)?.node ?? null;
 }
 
+/** The grid nodes of the open workflow, inside subgraphs too. */
 function gridNodes() {
-    return (app.graph?.nodes ?? []).filter((node) => isGrid(node) && gridPanels.has(node));
+    return allNodes(app).filter((node) => isGrid(node) && gridPanels.has(node));
+}
+
+/** The pause waiting at this node (queued from this workflow), or null. */
+function entryOf(node) {
+    return tracker.find((entry) => locate(app, entry)?.node === node);
 }
 
 function addNodes() {
-    return (app.graph?.nodes ?? []).filter((node) => classOf(node) === ADD_CLASS && addPanels.has(node));
+    return (app.graph?.nodes ?? []).filter((node) => isNodeOf(node, ADD_CLASS) && addPanels.has(node));
 }
 
 function syncGrid(node, note = "") {
     const panel = gridPanels.get(node);
     panel.element.dataset.nodeId = String(node.id); // lets scripts and tests find a node's panel
-    const entry = tracker.entryFor(node.id);
+    const entry = entryOf(node);
     if (entry) {
+        panel.element.dataset.executionId = String(entry.node_id);
         panel.showPause(entry);
     } else {
         if (panel.waiting || note) panel.showIdle(note);
@@ -97,21 +90,16 @@ function selectNode(node) {
 
 async function answer(node, path, body, doneNote) {
     const panel = gridPanels.get(node);
-    const entry = panel?.entry;
-    if (!entry || panel.busy) return;
-    panel.setBusy(true);
-    panel.setError("");
+    if (!panel) return;
     const key = String(node.id);
     const statusesBefore = statusCount.get(key) ?? 0;
-    const result = await tracker.answer(entry, path, body);
+    const result = await answerFromPanel(tracker, panel, panel.entry, path, body);
     if (result.ok && doneNote && !panel.waiting) {
         // The server's own line ("kept 3 of 16 · …") may have come over the websocket before this answer
         // did: it says more than "sent", so it stays.
         const newer = (statusCount.get(key) ?? 0) > statusesBefore;
         panel.showIdle(newer ? notes.get(key) : doneNote);
     }
-    if (result.error) panel.setError(result.error);
-    if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
 }
 
 // --- the pool picker -------------------------------------------------------------------------
@@ -170,14 +158,7 @@ function pickPool(node, id) {
 }
 
 function followPoolWidget(node) {
-    const widget = poolWidget(node);
-    if (!widget) return;
-    const typed = widget.callback;
-    widget.callback = function (value, ...rest) {
-        const result = typed?.call(this, value, ...rest);
-        showPools(node);
-        return result;
-    };
+    chainCallback(poolWidget(node), "callback", () => showPools(node));
 }
 
 // --- status lines ----------------------------------------------------------------------------
@@ -239,7 +220,27 @@ function onStatus(detail) {
 
 // --- the dock (dock.js): a waiting grid whose node view cannot show its panel ----------------
 
-waitingGates.addSource(() => gridNodes().map((node) => ({ node, panel: gridPanels.get(node) })));
+waitingGates.addSource(() => (app.graph?.nodes ?? []).filter((node) => isGrid(node) && gridPanels.has(node))
+    .map((node) => ({ node, panel: gridPanels.get(node) })));
+// A waiting grid whose node is not on screen gets a grid of its own in the "Waiting gates" panel.
+waitingGates.addKind(KIND, {
+    tracker,
+    panelOf: (node) => (isGrid(node) ? gridPanels.get(node) : null),
+    createPanel: (entry) => {
+        const panel = new GridPanel({
+            api,
+            onSend: (keep) => answerFromPanel(tracker, panel, panel.entry, ROUTE_CHOOSE, { keep }),
+            onCancel: () => answerFromPanel(tracker, panel, panel.entry, ROUTE_CANCEL, {}),
+            onPickPool: () => {},
+            onOpenPicker: () => {},
+            onInteract: () => {},
+            apiURL: (path) => api.apiURL(path),
+        });
+        panel.picker.element.style.display = "none"; // the pool is the node's setting, not this pause's
+        panel.showPause(entry);
+        return panel;
+    },
+});
 
 // --- keys ------------------------------------------------------------------------------------
 
@@ -249,10 +250,9 @@ function onKeyDown(event) {
     const viewing = gridNodes().map((node) => gridPanels.get(node)).find((panel) => panel.viewerOpen);
     let panel = viewing;
     if (!panel) {
-        const selected = Object.values(app.canvas?.selected_nodes ?? {})
-            .filter((node) => isGrid(node) && gridPanels.get(node)?.waiting);
-        if (selected.length !== 1) return;
-        panel = gridPanels.get(selected[0]);
+        const node = soleSelected(app.canvas, (candidate) => isGrid(candidate) && gridPanels.get(candidate)?.waiting);
+        if (!node) return;
+        panel = gridPanels.get(node);
     }
     if (panel.handleKey(event)) {
         event.preventDefault();
@@ -272,15 +272,8 @@ function attachGrid(node) {
         onInteract: () => selectNode(node),
         apiURL: (path) => api.apiURL(path),
     });
-    const widget = node.addDOMWidget("grid_panel", "datasete_grid_panel", panel.element, {
-        serialize: false,
-        hideOnZoom: true,
-        margin: 6,
-        getMinHeight: () => GRID_MIN_HEIGHT,
-        getValue: () => "",
-        setValue: () => {},
-    });
-    widget.serialize = false;
+    const widget = addPanelWidget(node, "grid_panel", "datasete_grid_panel", panel.element,
+                                  { hideOnZoom: true, minHeight: () => GRID_MIN_HEIGHT });
     gridPanels.set(node, panel);
     followPoolWidget(node);
     showPools(node);
@@ -308,14 +301,7 @@ function attachAdd(node) {
     const status = el("div", { class: "dsg-pool-status", role: "status",
                                text: t("pool.idle", "Adds each frame to the pool without pausing; what it did shows here.") });
     const element = el("div", { class: "dsg-gate dsg-pool-add" }, [picker.element, status]);
-    const widget = node.addDOMWidget("pool_status", "datasete_pool_status", element, {
-        serialize: false,
-        margin: 6,
-        getMinHeight: () => 62,
-        getValue: () => "",
-        setValue: () => {},
-    });
-    widget.serialize = false;
+    addPanelWidget(node, "pool_status", "datasete_pool_status", element, { minHeight: () => 62 });
     addPanels.set(node, { element, picker, status });
     followPoolWidget(node);
     showPools(node);
@@ -326,7 +312,7 @@ app.registerExtension({
     name: "datasete.gates.GridPoolGate",
 
     async setup() {
-        loadStyles();
+        loadStylesheets("./grid_gate.css");
         api.addEventListener(EVENT_STATUS, ({ detail }) => onStatus(detail));
         onGateStatus("grid", (_key, _text, detail) => onStatus(detail)); // a timeout with block or cancel
         api.addEventListener("reconnected", () => refreshPools());
@@ -336,7 +322,7 @@ app.registerExtension({
 
     nodeCreated(node) {
         if (isGrid(node)) attachGrid(node);
-        else if (classOf(node) === ADD_CLASS) attachAdd(node);
+        else if (isNodeOf(node, ADD_CLASS)) attachAdd(node);
     },
 
     // A loaded or restored workflow gets fresh nodes: show what waits on them.

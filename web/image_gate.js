@@ -11,68 +11,57 @@ import { waitingGates } from "./dock.js";
 import { onGateStatus, timedOutText } from "./gate_status.js";
 import { GatePanel, drawWaitingMarker } from "./gate_panel.js";
 import { t } from "./i18n.js";
+import { addPanelWidget, chainCallback, isNodeOf, loadStylesheets, soleSelected } from "./node_glue.js";
+import { allNodes, locate } from "./graph_locate.js";
+import { answerFromPanel, EVENT_RESOLVED, isTyping, kindOf, PauseTracker, ROUTE_CANCEL, ROUTE_CHOOSE } from "./pause_client.js";
 
 const NODE_CLASS = "DataseteImageGate";
-const EVENT_PREVIEW = "datasete_gate.preview";
-const EVENT_RESOLVED = "datasete_gate.resolved";
-const ROUTE_PENDING = "/datasete_gate/pending";
-const ROUTE_CHOOSE = "/datasete_gate/choose";
-const ROUTE_CANCEL = "/datasete_gate/cancel";
+const KIND = "image";
 const ROUTE_BUS_LIST = "/datasete_gate/bus/list";
 const PANEL_WIDGET = "gate_panel";
 // A new gate node's width: room for the tools row and two labelled route buttons.
 const DEFAULT_WIDTH = 420;
 
-// node_id (as the server sends it) -> pending entry. Kept apart from the nodes because
-// the preview can arrive before the graph is loaded, or for a node of another workflow.
-const pauses = new Map();
-// Where each entry came from: a counter value, so a /pending answer does not undo an
-// event that arrived while the request was in flight.
-const pauseSeen = new Map();
-let eventCounter = 0;
-// Tokens already answered: a late /pending answer must not bring them back.
-const resolvedTokens = new Set();
-const RESOLVED_MEMORY = 512;
-
 const panels = new WeakMap(); // node -> GatePanel
 let slotIds = [];
-// node_id -> what was decided last at that gate ("route 2 → Needs inpaint · published to x").
-const lastDecisions = new Map();
+// node -> what was decided last at that gate ("route 2 → Needs inpaint · published to x").
+const lastDecisions = new WeakMap();
 
-// --- styles ----------------------------------------------------------------------------
-
-function loadStyles() {
-    const href = new URL("./image_gate.css", import.meta.url).href;
-    if (document.querySelector(`link[data-datasete-gate]`)) return;
-    const link = document.createElement("link");
-    link.rel = "stylesheet";
-    link.href = href;
-    link.dataset.dataseteGate = "";
-    document.head.append(link);
-}
+// The waiting gates of this kind (pause_client.js); a change shows on its node, if the workflow open
+// here queued it (at any depth of subgraphs: graph_locate.js).
+const tracker = new PauseTracker(api, KIND, (nodeId, note, entry) => {
+    const node = locate(app, entry)?.node;
+    if (isGate(node) && panels.has(node)) syncNode(node, note);
+});
 
 // --- the graph -------------------------------------------------------------------------
 
 function isGate(node) {
-    return !!node && (node.comfyClass === NODE_CLASS || node.type === NODE_CLASS);
+    return isNodeOf(node, NODE_CLASS);
 }
 
+/** The gate nodes of the open workflow, inside subgraphs too. */
 function gateNodes() {
+    return allNodes(app).filter((node) => isGate(node) && panels.has(node));
+}
+
+/** The gate nodes of the top level, the ones a node view without DOM widgets hands to the dock. */
+function topGateNodes() {
     return (app.graph?.nodes ?? []).filter((node) => isGate(node) && panels.has(node));
 }
 
-/** The gate node an entry is for, in the graph on screen; null for any other graph. */
-function nodeFor(entry) {
-    const node = app.graph?.getNodeById?.(entry.node_id);
-    return isGate(node) && panels.has(node) ? node : null;
+/** The pause waiting at this node (queued from this workflow), or null. */
+function entryOf(node) {
+    return tracker.find((entry) => locate(app, entry)?.node === node);
 }
 
 function routeLabel(node, route) {
     const output = node.outputs?.find((slot) => slot.name === `route_${route}`);
     const linkId = output?.links?.[0];
     if (linkId === undefined) return "";
-    const link = app.graph?.links?.get?.(linkId) ?? app.graph?.links?.[linkId];
-    const target = link ? app.graph.getNodeById(link.target_id) : null;
+    const graph = node.graph ?? app.graph; // a subgraph's links are its own
+    const link = graph?.links?.get?.(linkId) ?? graph?.links?.[linkId];
+    const target = link ? graph.getNodeById(link.target_id) : null;
     return target?.title ?? "";
 }
 
@@ -81,9 +70,11 @@ function syncNode(node, note = "") {
     const panel = panels.get(node);
     if (!panel) return;
     panel.element.dataset.nodeId = String(node.id); // lets scripts and tests find a node's panel
-    const entry = pauses.get(String(node.id));
+    const entry = entryOf(node);
     const shownBefore = panel.entry?.token ?? null;
-    panel.setLastDecision(lastDecisions.get(String(node.id)) ?? "");
+    panel.setLastDecision(lastDecisions.get(node) ?? "");
+    if (entry) panel.element.dataset.executionId = String(entry.node_id);
+    else delete panel.element.dataset.executionId;
     if (entry) panel.showPause(entry);
     else if (shownBefore || note) panel.showIdle(note);
     // The panel keeps its size in both states; only the canvas (low-zoom marker) needs a redraw.
@@ -92,12 +83,30 @@ function syncNode(node, note = "") {
 }
 
 // A waiting gate whose node cannot show its panel goes to the shared "Waiting gates" dock (dock.js).
-waitingGates.addSource(() => gateNodes().map((node) => ({ node, panel: panels.get(node) })));
+waitingGates.addSource(() => topGateNodes().map((node) => ({ node, panel: panels.get(node) })));
+// A waiting gate whose node is not on screen gets a panel of its own in the "Waiting gates" panel.
+waitingGates.addKind(KIND, {
+    tracker,
+    panelOf: (node) => (isGate(node) ? panels.get(node) : null),
+    createPanel: (entry) => {
+        const found = locate(app, entry);
+        const panel = new GatePanel({
+            api,
+            onChoose: (route, mask) => answerFromPanel(tracker, panel, panel.entry, ROUTE_CHOOSE, chooseBody(route, mask)),
+            onCancel: () => answerFromPanel(tracker, panel, panel.entry, ROUTE_CANCEL, {}),
+            onPickSlot: () => {},
+            onOpenPicker: () => {},
+            routeLabel: (route) => (found ? routeLabel(found.node, route) : ""),
+            apiURL: (path) => api.apiURL(path),
+        });
+        panel.slotPicker.element.style.display = "none"; // get_id is the node's setting, not this pause's
+        panel.showPause(entry);
+        return panel;
+    },
+});
 
 /** "Last: route 2 → Needs inpaint · published to restart_point", or "Last: cancelled". */
-function describeDecision(detail) {
-    const key = String(detail.node_id);
-    const node = app.graph?.getNodeById?.(detail.node_id);
+function describeDecision(detail, node) {
     if (detail.route === null || detail.route === undefined) {
         return detail.timed_out ? timedOutText(detail) : t("gate.lastCancelled", "Last: cancelled");
     }
@@ -109,7 +118,6 @@ function describeDecision(detail) {
         text += " " + t("gate.lastPublishFailed", "· publish failed: {error}", { error: detail.publish_error });
     }
     if (detail.timed_out) text = timedOutText(detail) + " · " + text;
-    lastDecisions.set(key, text);
     return text;
 }
 
@@ -117,105 +125,18 @@ function syncAll() {
     for (const node of gateNodes()) syncNode(node);
 }
 
-// --- pauses ----------------------------------------------------------------------------
-
-function rememberResolved(token) {
-    resolvedTokens.add(token);
-    if (resolvedTokens.size > RESOLVED_MEMORY) {
-        resolvedTokens.delete(resolvedTokens.values().next().value);
-    }
-}
-
-function addPause(entry) {
-    if (!entry || typeof entry.token !== "string" || resolvedTokens.has(entry.token)) return;
-    if (entry.kind && entry.kind !== "image") return; // the other kinds have panels of their own
-    const key = String(entry.node_id);
-    pauses.set(key, entry);
-    pauseSeen.set(key, ++eventCounter);
-    const node = nodeFor(entry);
-    if (node) syncNode(node);
-}
-
-function dropPause(token, note = "") {
-    rememberResolved(token);
-    for (const [key, entry] of pauses) {
-        if (entry.token !== token) continue;
-        pauses.delete(key);
-        pauseSeen.delete(key);
-        const node = nodeFor(entry);
-        if (node) syncNode(node, note);
-    }
-}
-
-async function fetchPending() {
-    const startedAt = eventCounter;
-    let answer;
-    try {
-        const response = await api.fetchApi(ROUTE_PENDING, { cache: "no-store" });
-        if (!response.ok) return;
-        answer = await response.json();
-    } catch (error) {
-        console.warn("Image Gate: could not fetch the waiting gates", error);
-        return;
-    }
-    const fresh = new Map();
-    for (const entry of answer.pending ?? []) {
-        if ((entry.kind ?? "image") !== "image") continue; // the other kinds have panels of their own
-        if (!resolvedTokens.has(entry.token)) fresh.set(String(entry.node_id), entry);
-    }
-    // Events newer than the request know better than its answer.
-    for (const [key, entry] of pauses) {
-        if ((pauseSeen.get(key) ?? 0) > startedAt) fresh.set(key, entry);
-    }
-    pauses.clear();
-    pauseSeen.clear();
-    for (const [key, entry] of fresh) {
-        pauses.set(key, entry);
-        pauseSeen.set(key, startedAt);
-    }
-    syncAll();
-}
-
-async function postJSON(path, body) {
-    const response = await api.fetchApi(path, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-    });
-    let data = {};
-    try {
-        data = await response.json();
-    } catch {
-        // An answer without a JSON body still has a status to act on.
-    }
-    return { status: response.status, ok: response.ok, data };
-}
-
 /** Send a choice or a cancel for the pause `node` shows; a stale pause is simply cleared. */
 async function answerPause(node, path, body) {
     const panel = panels.get(node);
-    const entry = panel?.entry;
-    if (!entry || panel.busy) return;
-    panel.setBusy(true);
-    panel.setError("");
-    try {
-        const { status, ok, data } = await postJSON(path, { token: entry.token, ...body });
-        if (ok) {
-            dropPause(entry.token);
-        } else if (status === 404 || status === 409) {
-            dropPause(entry.token, t("gate.alreadyAnswered", "that pause was already answered or has ended"));
-        } else {
-            panel.setError(data.error ?? t("gate.serverAnswered", "the server answered {status}", { status }));
-        }
-    } catch (error) {
-        panel.setError(t("gate.unreachable", "could not reach the server: {error}", { error: error.message ?? error }));
-    } finally {
-        if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
-    }
+    if (panel) await answerFromPanel(tracker, panel, panel.entry, path, body);
+}
+
+function chooseBody(route, mask) {
+    return mask ? { route, mask } : { route };
 }
 
 function choose(node, route, mask) {
-    const body = { route };
-    if (mask) body.mask = mask;
-    return answerPause(node, ROUTE_CHOOSE, body);
+    return answerPause(node, ROUTE_CHOOSE, chooseBody(route, mask));
 }
 
 function cancel(node) {
@@ -270,23 +191,14 @@ function pickSlot(node, id) {
 
 // --- keys ------------------------------------------------------------------------------
 
-function isTyping(target) {
-    if (!(target instanceof HTMLElement)) return false;
-    if (target.isContentEditable || target.tagName === "TEXTAREA" || target.tagName === "SELECT") return true;
-    if (target.tagName !== "INPUT") return false;
-    return !["button", "checkbox", "radio", "range", "color", "submit", "reset"].includes(target.type);
-}
-
 /** Keys 1-9 choose and Esc cancels, for the one selected gate that waits. */
 function onKeyDown(event) {
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
     const isDigit = event.key.length === 1 && event.key >= "1" && event.key <= "9";
     if (!isDigit && event.key !== "Escape") return;
     if (isTyping(event.composedPath()[0])) return;
-    const selected = Object.values(app.canvas?.selected_nodes ?? {})
-        .filter((node) => isGate(node) && panels.get(node)?.waiting);
-    if (selected.length !== 1) return;
-    const node = selected[0];
+    const node = soleSelected(app.canvas, (candidate) => isGate(candidate) && panels.get(candidate)?.waiting);
+    if (!node) return;
     const panel = panels.get(node);
     if (isDigit) {
         const route = Number(event.key);
@@ -311,49 +223,19 @@ function attachPanel(node) {
         routeLabel: (route) => routeLabel(node, route),
         apiURL: (path) => api.apiURL(path),
     });
-    const widget = node.addDOMWidget(PANEL_WIDGET, "datasete_gate_panel", panel.element, {
-        serialize: false,
-        hideOnZoom: true,
-        margin: 6,
-        getMinHeight: () => panel.minHeight(),
-        getValue: () => "",
-        setValue: () => {},
-    });
-    widget.serialize = false; // nothing of the panel belongs in the saved workflow
+    const widget = addPanelWidget(node, PANEL_WIDGET, "datasete_gate_panel", panel.element,
+                                  { hideOnZoom: true, minHeight: () => panel.minHeight() });
     panels.set(node, panel);
 
     // Keep the picker in step when get_id is typed in.
-    const getId = getIdWidget(node);
-    if (getId) {
-        const typed = getId.callback;
-        getId.callback = function (value, ...rest) {
-            const result = typed?.call(this, value, ...rest);
-            showSlots(node);
-            return result;
-        };
-    }
-    const onConnectionsChange = node.onConnectionsChange;
-    node.onConnectionsChange = function (...args) {
-        const result = onConnectionsChange?.apply(this, args);
-        panel.refreshRouteLabels();
-        return result;
-    };
+    chainCallback(getIdWidget(node), "callback", () => showSlots(node));
+    chainCallback(node, "onConnectionsChange", () => panel.refreshRouteLabels());
     showSlots(node);
-    const routes = routesWidget(node);
-    if (routes) {
-        const changed = routes.callback;
-        routes.callback = function (value, ...rest) {
-            const result = changed?.call(this, value, ...rest);
-            syncRouteOutputs(node);
-            return result;
-        };
-    }
-    const onConfigure = node.onConfigure;
-    node.onConfigure = function (...args) {
-        const result = onConfigure?.apply(this, args);
-        syncRouteOutputs(this); // a saved node comes back with the outputs it was saved with
-        return result;
-    };
+    chainCallback(routesWidget(node), "callback", () => syncRouteOutputs(node));
+    // A saved node comes back with the outputs it was saved with.
+    chainCallback(node, "onConfigure", function () {
+        syncRouteOutputs(this);
+    });
     syncRouteOutputs(node);
     // A new node gets room for a preview; a loaded node gets its saved size right after this.
     node.setSize([Math.max(node.size[0], DEFAULT_WIDTH),
@@ -409,31 +291,28 @@ app.registerExtension({
     name: "datasete.gates.ImageGate",
 
     async setup() {
-        loadStyles();
-        api.addEventListener(EVENT_PREVIEW, ({ detail }) => addPause(detail));
+        loadStylesheets("./image_gate.css");
+        // The tracker drops the pause on this event; the event may come after this tab's own answer
+        // already cleared it: record and show the decision either way.
+        // The node is the one the pause was shown for (this workflow's, at its depth), not any node of that id.
         api.addEventListener(EVENT_RESOLVED, ({ detail }) => {
-            if (detail?.token) dropPause(detail.token);
-            // The event may come after this tab's own answer already cleared the pause: record and show
-            // the decision either way.
-            const node = detail?.node_id !== undefined ? app.graph?.getNodeById?.(detail.node_id) : null;
-            if (isGate(node) && panels.has(node) && (detail.kind ?? "image") === "image") {
-                lastDecisions.set(String(detail.node_id), describeDecision(detail));
-                panels.get(node).setLastDecision(lastDecisions.get(String(detail.node_id)));
+            const node = detail?.token ? locate(app, tracker.byToken(detail.token))?.node : null;
+            if (isGate(node) && panels.has(node) && kindOf(detail) === KIND) {
+                lastDecisions.set(node, describeDecision(detail, node));
+                panels.get(node).setLastDecision(lastDecisions.get(node));
             }
             if (detail?.published) refreshSlots();
         });
-        api.addEventListener("reconnected", () => {
-            fetchPending();
-            refreshSlots();
-        });
+        api.addEventListener("reconnected", () => refreshSlots());
         // "slot 'x' not found: nothing to gate", a timeout: shown on the node like a decision.
         onGateStatus("image", (key, text) => {
             const node = app.graph?.getNodeById?.(key);
-            lastDecisions.set(key, text);
-            if (isGate(node) && panels.has(node)) panels.get(node).setLastDecision(text);
+            if (!isGate(node) || !panels.has(node)) return;
+            lastDecisions.set(node, text);
+            panels.get(node).setLastDecision(text);
         });
         window.addEventListener("keydown", onKeyDown, { capture: true });
-        await Promise.all([fetchPending(), refreshSlots()]);
+        await Promise.all([tracker.listen(), refreshSlots()]);
     },
 
     nodeCreated(node) {

@@ -7,9 +7,12 @@
 
 import { t } from "./i18n_core.js";
 
-const EVENT_PREVIEW = "datasete_gate.preview";
-const EVENT_RESOLVED = "datasete_gate.resolved";
-const ROUTE_PENDING = "/datasete_gate/pending";
+// The names of gates/constants.py the browser needs, for every gate kind.
+export const EVENT_PREVIEW = "datasete_gate.preview";
+export const EVENT_RESOLVED = "datasete_gate.resolved";
+export const ROUTE_PENDING = "/datasete_gate/pending";
+export const ROUTE_CHOOSE = "/datasete_gate/choose";
+export const ROUTE_CANCEL = "/datasete_gate/cancel";
 const RESOLVED_MEMORY = 512;
 
 export async function postJSON(api, path, body) {
@@ -25,20 +28,38 @@ export async function postJSON(api, path, body) {
     return { status: response.status, ok: response.ok, data };
 }
 
+/** An entry's gate kind; one without a kind is an Image Gate's (the server's default). */
+export function kindOf(entry) {
+    return entry?.kind ?? "image";
+}
+
+// Every tracker of the page, and who wants to hear of any change (the waiting-gates panel, dock.js).
+export const trackers = new Set();
+const changeListeners = new Set();
+
+/** `listener()` runs after any tracker's entries changed. */
+export function onAnyChange(listener) {
+    changeListeners.add(listener);
+}
+
 export class PauseTracker {
     /**
      * @param {object} api the frontend's api object
      * @param {string} kind the gate kind this tracker keeps ("text", ...)
-     * @param {(nodeId: string, note?: string) => void} onChange called when a node's entry changes
+     * @param {(nodeId: string, note?: string, entry?: object) => void} onChange called when an entry comes or
+     *     goes, with its node id (the execution id: "5", or "12:5" inside a subgraph) and the entry
      */
     constructor(api, kind, onChange) {
         this.api = api;
         this.kind = kind;
         this.onChange = onChange;
-        this.pauses = new Map(); // node_id -> entry
-        this.seen = new Map(); // node_id -> counter value when the entry was last set
+        // token -> entry: one per pause, so pauses of two workflows at the same node id are both kept.
+        this.pauses = new Map();
+        this.seen = new Map(); // token -> counter value when the entry was last set
         this.counter = 0;
         this.resolved = new Set();
+        this.gone = new Map(); // token -> entry, of the last pauses that ended (their node, for the decision)
+        trackers.add(this);
     }
 
     /** Listen to the server's events; call once, from the extension's setup(). */
@@ -51,27 +72,46 @@ export class PauseTracker {
         return this.fetch();
     }
 
+    /** Every waiting entry of this kind. */
+    entries() {
+        return [...this.pauses.values()];
+    }
+
+    /** The newest waiting entry that `test` accepts, or null. */
+    find(test) {
+        let found = null;
+        for (const entry of this.pauses.values()) if (test(entry)) found = entry;
+        return found;
+    }
+
+    /** The newest waiting entry of a node id, whichever workflow queued it. */
     entryFor(nodeId) {
-        return this.pauses.get(String(nodeId)) ?? null;
+        return this.find((entry) => String(entry.node_id) === String(nodeId));
+    }
+
+    /** A waiting entry, or one that ended lately, by its token. */
+    byToken(token) {
+        return this.pauses.get(token) ?? this.gone.get(token) ?? null;
     }
 
     add(entry) {
-        if (!entry || typeof entry.token !== "string" || entry.kind !== this.kind) return;
+        if (!entry || typeof entry.token !== "string" || kindOf(entry) !== this.kind) return;
         if (this.resolved.has(entry.token)) return;
-        const key = String(entry.node_id);
-        this.pauses.set(key, entry);
-        this.seen.set(key, ++this.counter);
-        this.onChange(key);
+        this.pauses.delete(entry.token); // re-added last: the newest entry of a node is the one shown
+        this.pauses.set(entry.token, entry);
+        this.seen.set(entry.token, ++this.counter);
+        this.#changed(entry);
     }
 
     drop(token, note = "") {
         this.#remember(token);
-        for (const [key, entry] of this.pauses) {
-            if (entry.token !== token) continue;
-            this.pauses.delete(key);
-            this.seen.delete(key);
-            this.onChange(key, note);
-        }
+        const entry = this.pauses.get(token);
+        if (!entry) return;
+        this.pauses.delete(token);
+        this.seen.delete(token);
+        this.gone.set(token, entry);
+        if (this.gone.size > RESOLVED_MEMORY) this.gone.delete(this.gone.keys().next().value);
+        this.#changed(entry, note);
     }
 
     /** Replace what is known with the server's /pending, except what events said meanwhile. */
@@ -88,15 +128,19 @@ export class PauseTracker {
         }
         const fresh = new Map();
         for (const entry of answer.pending ?? []) {
-            if (entry.kind === this.kind && !this.resolved.has(entry.token)) fresh.set(String(entry.node_id), entry);
+            if (kindOf(entry) === this.kind && typeof entry.token === "string" && !this.resolved.has(entry.token)) {
+                fresh.set(entry.token, entry);
+            }
         }
-        for (const [key, entry] of this.pauses) {
-            if ((this.seen.get(key) ?? 0) > startedAt) fresh.set(key, entry);
+        // Events newer than the request know better than its answer.
+        for (const [token, entry] of this.pauses) {
+            if ((this.seen.get(token) ?? 0) > startedAt) fresh.set(token, entry);
         }
-        const keys = new Set([...this.pauses.keys(), ...fresh.keys()]);
+        const before = [...this.pauses.values()];
         this.pauses = fresh;
-        this.seen = new Map([...fresh.keys()].map((key) => [key, startedAt]));
-        for (const key of keys) this.onChange(key);
+        this.seen = new Map([...fresh.keys()].map((token) => [token, startedAt]));
+        for (const entry of before) if (!fresh.has(entry.token)) this.#changed(entry);
+        for (const entry of fresh.values()) this.#changed(entry);
     }
 
     /**
@@ -120,6 +164,11 @@ export class PauseTracker {
         }
     }
 
+    #changed(entry, note = "") {
+        this.onChange(String(entry.node_id), note, entry);
+        for (const listener of changeListeners) listener();
+    }
+
     #remember(token) {
         this.resolved.add(token);
         if (this.resolved.size > RESOLVED_MEMORY) this.resolved.delete(this.resolved.values().next().value);
@@ -132,4 +181,18 @@ export function isTyping(target) {
     if (target.isContentEditable || target.tagName === "TEXTAREA" || target.tagName === "SELECT") return true;
     if (target.tagName !== "INPUT") return false;
     return !["button", "checkbox", "radio", "range", "color", "submit", "reset"].includes(target.type);
+}
+
+/**
+ * Answer `entry` from a panel (anything with busy, setBusy and setError) through `tracker`: the panel is
+ * busy meanwhile and shows the server's error. Returns the tracker's {ok, error, gone}.
+ */
+export async function answerFromPanel(tracker, panel, entry, path, body) {
+    if (!entry || panel.busy) return { ok: false };
+    panel.setBusy(true);
+    panel.setError("");
+    const result = await tracker.answer(entry, path, body);
+    if (result.error) panel.setError(result.error);
+    if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
+    return result;
 }

@@ -6,55 +6,51 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { waitingGates } from "./dock.js";
 import { t } from "./i18n.js";
-import { isTyping, PauseTracker } from "./pause_client.js";
+import { addPanelWidget, isNodeOf, loadStylesheets, soleSelected } from "./node_glue.js";
+import { allNodes, locate } from "./graph_locate.js";
+import { answerFromPanel, isTyping, PauseTracker, ROUTE_CANCEL, ROUTE_CHOOSE } from "./pause_client.js";
 import { countText, TextPanel } from "./text_panel.js";
+import { onGateStatus } from "./gate_status.js";
 
 // Kept for scripts that took countText from here before the panel moved to text_panel.js.
 export { countText };
-import { onGateStatus } from "./gate_status.js";
 
 const NODE_CLASS = "DataseteTextGate";
 const KIND = "text";
-const ROUTE_CHOOSE = "/datasete_gate/choose";
-const ROUTE_CANCEL = "/datasete_gate/cancel";
 const PANEL_WIDGET = "text_gate_panel";
 // The node's size when it is created; it never grows on its own afterwards.
 const NODE_WIDTH = 440;
 const PANEL_MIN_HEIGHT = 300;
 
 const panels = new WeakMap(); // node -> TextPanel
-const tracker = new PauseTracker(api, KIND, (nodeId, note) => {
-    const node = app.graph?.getNodeById?.(nodeId);
+const tracker = new PauseTracker(api, KIND, (nodeId, note, entry) => {
+    const node = locate(app, entry)?.node;
     if (isTextGate(node) && panels.has(node)) syncNode(node, note);
 });
-
-function loadStyles() {
-    for (const file of ["./image_gate.css", "./text_gate.css"]) {
-        const href = new URL(file, import.meta.url).href;
-        if ([...document.querySelectorAll("link[rel=stylesheet]")].some((link) => link.href === href)) continue;
-        const link = document.createElement("link");
-        link.rel = "stylesheet";
-        link.href = href;
-        document.head.append(link);
-    }
-}
 
 
 // --- the graph -----------------------------------------------------------------------------------
 
 function isTextGate(node) {
-    return !!node && (node.comfyClass === NODE_CLASS || node.type === NODE_CLASS);
+    return isNodeOf(node, NODE_CLASS);
 }
 
+/** The Text Gates of the open workflow, inside subgraphs too. */
 function textGateNodes() {
-    return (app.graph?.nodes ?? []).filter((node) => isTextGate(node) && panels.has(node));
+    return allNodes(app).filter((node) => isTextGate(node) && panels.has(node));
+}
+
+/** The pause waiting at this node (queued from this workflow), or null. */
+function entryOf(node) {
+    return tracker.find((entry) => locate(app, entry)?.node === node);
 }
 
 function syncNode(node, note = "") {
     const panel = panels.get(node);
     if (!panel) return;
     panel.element.dataset.nodeId = String(node.id);
-    const entry = tracker.entryFor(node.id);
+    const entry = entryOf(node);
+    if (entry) panel.element.dataset.executionId = String(entry.node_id);
     if (entry) panel.showPause(entry);
     else if (panel.waiting || note) panel.showIdle(note);
     node.setDirtyCanvas?.(true, true);
@@ -62,7 +58,24 @@ function syncNode(node, note = "") {
 }
 
 // A waiting Text Gate whose node cannot show its panel goes to the shared "Waiting gates" dock.
-waitingGates.addSource(() => textGateNodes().map((node) => ({ node, panel: panels.get(node) })));
+waitingGates.addSource(() => (app.graph?.nodes ?? []).filter((node) => isTextGate(node) && panels.has(node))
+    .map((node) => ({ node, panel: panels.get(node) })));
+// A waiting Text Gate whose node is not on screen gets a text box of its own in the "Waiting gates" panel.
+waitingGates.addKind(KIND, {
+    tracker,
+    panelOf: (node) => (isTextGate(node) ? panels.get(node) : null),
+    createPanel: (entry) => {
+        const panel = new TextPanel({
+            api,
+            onApprove: (text) => answerFromPanel(tracker, panel, panel.entry, ROUTE_CHOOSE, { approve: true, text }),
+            onReject: () => answerFromPanel(tracker, panel, panel.entry, ROUTE_CHOOSE, { approve: false }),
+            onCancel: () => answerFromPanel(tracker, panel, panel.entry, ROUTE_CANCEL, {}),
+            apiURL: (path) => api.apiURL(path),
+        });
+        panel.showPause(entry);
+        return panel;
+    },
+});
 
 function syncAll() {
     for (const node of textGateNodes()) syncNode(node);
@@ -70,14 +83,9 @@ function syncAll() {
 
 async function answer(node, path, body, doneNote) {
     const panel = panels.get(node);
-    const entry = panel?.entry;
-    if (!entry || panel.busy) return;
-    panel.setBusy(true);
-    panel.setError("");
-    const result = await tracker.answer(entry, path, body);
+    if (!panel) return;
+    const result = await answerFromPanel(tracker, panel, panel.entry, path, body);
     if (result.ok && doneNote && !panel.waiting) panel.showIdle(doneNote);
-    if (result.error) panel.setError(result.error);
-    if (panel.entry && panel.entry.token === entry.token) panel.setBusy(false);
 }
 
 function approve(node, text) {
@@ -104,12 +112,10 @@ function onKeyDown(event) {
     const cancelKey = event.key === "Escape" && !event.ctrlKey && !event.metaKey && !event.altKey;
     if (!approveKey && !cancelKey) return;
     if (isTyping(event.composedPath()[0])) return;
-    const selected = Object.values(app.canvas?.selected_nodes ?? {})
-        .filter((node) => isTextGate(node) && panels.get(node)?.waiting);
-    if (selected.length !== 1) return;
-    const panel = panels.get(selected[0]);
-    if (approveKey) panel.approve();
-    else cancel(selected[0]);
+    const node = soleSelected(app.canvas, (candidate) => isTextGate(candidate) && panels.get(candidate)?.waiting);
+    if (!node) return;
+    if (approveKey) panels.get(node).approve();
+    else cancel(node);
     event.preventDefault();
     event.stopImmediatePropagation();
 }
@@ -124,15 +130,7 @@ function attachPanel(node) {
         onCancel: () => cancel(node),
         apiURL: (path) => api.apiURL(path),
     });
-    const widget = node.addDOMWidget(PANEL_WIDGET, "datasete_text_gate_panel", panel.element, {
-        serialize: false,
-        hideOnZoom: false,
-        margin: 6,
-        getMinHeight: () => PANEL_MIN_HEIGHT,
-        getValue: () => "",
-        setValue: () => {},
-    });
-    widget.serialize = false;
+    addPanelWidget(node, PANEL_WIDGET, "datasete_text_gate_panel", panel.element, { minHeight: () => PANEL_MIN_HEIGHT });
     panels.set(node, panel);
     panel.element.dataset.nodeId = String(node.id);
     // One size, set once: the panel fits itself into it, waiting or not (a loaded node keeps its saved size).
@@ -144,7 +142,7 @@ app.registerExtension({
     name: "datasete.gates.TextGate",
 
     async setup() {
-        loadStyles();
+        loadStylesheets("./image_gate.css", "./text_gate.css");
         window.addEventListener("keydown", onKeyDown, { capture: true });
         // A timeout's outcome, a caption that could not be written: said on the idle node.
         onGateStatus(KIND, (key, text) => {

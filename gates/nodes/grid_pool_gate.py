@@ -10,7 +10,7 @@ import logging
 
 import numpy as np
 
-from .. import grid, imaging, pools
+from .. import grid, imaging, origin, pools
 from ..constants import (
     CATEGORY,
     GRID_PAGE_SIZE_DEFAULT,
@@ -109,7 +109,7 @@ class GridPoolGate:
                 # New inputs go last, so workflows saved before them load as they were.
                 **timeout_inputs(KIND_GRID),
             },
-            "hidden": {"unique_id": "UNIQUE_ID"},
+            "hidden": dict(origin.HIDDEN),
         }
 
     @classmethod
@@ -133,15 +133,17 @@ class GridPoolGate:
         return float("nan")  # a person decides each run, and the pool changes: never serve it from the cache
 
     def run(self, pool, page_size=GRID_PAGE_SIZE_DEFAULT, images=None, unique_id=None, timeout=0,
-            on_timeout=ON_TIMEOUT_CANCEL):
+            on_timeout=ON_TIMEOUT_CANCEL, prompt=None, extra_pnginfo=None):
         from .. import gates_compat as comfy
 
         waits = {"timeout": parse_timeout(timeout), "on_timeout": parse_on_timeout(KIND_GRID, on_timeout)}
+        # Which workflow queued this run goes with every page it shows (see gates/origin.py).
+        where = origin.origin(extra_pnginfo, prompt, unique_id)
         page_size = clamp_page_size(page_size)
         blocker = comfy.execution_blocker()
         prompt_id = comfy.current_prompt_id()
         if images is not None:
-            return self._run_batch(comfy, images, page_size, unique_id, prompt_id, blocker, waits)
+            return self._run_batch(comfy, images, page_size, unique_id, prompt_id, blocker, waits, where)
         if pool is None or pool == "":
             ui = tell(comfy, status(unique_id, prompt_id, "", "grid", "no pool given and no images wired: "
                                     "nothing to review", reason="no_pool", paused=False))
@@ -165,7 +167,7 @@ class GridPoolGate:
         shown = Shown([item.name for item in page.items], [item.pixels for item in page.items],
                       [item.caption for item in page.items], [pool_view(pool, item.file) for item in page.items])
         keep, notes = self._pause(comfy, shown, unique_id, prompt_id, source=SOURCE_POOL, pool=pool,
-                                  pending=page.pending, page_size=page_size, **waits)
+                                  pending=page.pending, page_size=page_size, where=where, **waits)
         if keep is None:  # timed out with on_timeout block: nothing moves, every output is blocked
             return {"ui": status_ui(*notes), "result": (blocker,) * 4}
         kept_names = [shown.names[i] for i in keep]
@@ -192,7 +194,7 @@ class GridPoolGate:
                                 [image(i) for i in rejected], [shown.names[i] for i in kept])
         return {"ui": ui, "result": outputs}
 
-    def _run_batch(self, comfy, images, page_size, unique_id, prompt_id, blocker, waits):
+    def _run_batch(self, comfy, images, page_size, unique_id, prompt_id, blocker, waits, where):
         """Gate a wired batch, page by page within this run; nothing touches the disk but previews."""
         frames = imaging.image_to_uint8(images)
         total = int(frames.shape[0])
@@ -207,7 +209,8 @@ class GridPoolGate:
                 shown = Shown([f"frame_{index:04d}" for index in range(start, stop)],
                               [pools.as_rgb_or_rgba(frame) for frame in page], [None] * (stop - start), fulls)
                 keep, said = self._pause(comfy, shown, unique_id, prompt_id, source=SOURCE_INPUT, pool=None,
-                                         pending=total - start, page_size=page_size, **waits)
+                                         pending=total - start, page_size=page_size, where=where,
+                                         **waits)
             finally:
                 remove_previews(fulls, temp)
             notes += said
@@ -231,15 +234,15 @@ class GridPoolGate:
             kept_images = captions = names = blocker
         return kept_images, captions, rejected_images or blocker, names
 
-    def _pause(self, comfy, shown: Shown, unique_id, prompt_id, *, source, pool, pending, page_size, timeout=0,
-               on_timeout=ON_TIMEOUT_CANCEL):
+    def _pause(self, comfy, shown: Shown, unique_id, prompt_id, *, source, pool, pending, page_size, where,
+               timeout=0, on_timeout=ON_TIMEOUT_CANCEL):
         """Show the page and wait for the person: (kept indexes, status notes). Cancel ends the run as
         interrupted; a timeout keeps all or none, or gives None for kept (block)."""
         temp = comfy.temp_directory()
         thumbs = grid.save_thumbnails(shown.pixels, temp)
         sizes = [(int(p.shape[1]), int(p.shape[0])) for p in shown.pixels]
         items = grid.page_items(shown.names, thumbs, shown.fulls, shown.captions, sizes)
-        details = {"items": items, "pool": pool, "pending": int(pending),
+        details = {**where, "items": items, "pool": pool, "pending": int(pending),
                    "remaining": max(0, int(pending) - len(items)), "page_size": page_size}
         pause = self.bus.arm(unique_id, 0, prompt_id=prompt_id, images=thumbs, source=source,
                              frames=len(items), kind=KIND_GRID, details=details, timeout=timeout, on_timeout=on_timeout)

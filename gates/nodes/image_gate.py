@@ -13,7 +13,7 @@ import threading
 
 import torch
 
-from .. import imagebus, imaging
+from .. import imagebus, imaging, origin
 from ..constants import (
     CATEGORY,
     KIND_IMAGE,
@@ -208,7 +208,7 @@ class ImageGate:
                 # New inputs go last, so workflows saved before them load as they were.
                 **timeout_inputs(KIND_IMAGE),
             },
-            "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
+            "hidden": dict(origin.HIDDEN),
         }
 
     @classmethod
@@ -231,7 +231,7 @@ class ImageGate:
         return float("nan")  # a person decides each run: never serve a gate from the cache
 
     def run(self, routes, unique_id=None, image=None, send_id="", get_id="", send_on=SEND_ON_DEFAULT,
-            timeout=0, on_timeout=ON_TIMEOUT_CANCEL, prompt=None):
+            timeout=0, on_timeout=ON_TIMEOUT_CANCEL, prompt=None, extra_pnginfo=None):
         from .. import gates_compat as comfy
 
         # Ids first: a bad one fails the prompt before anything is read, written or paused.
@@ -263,13 +263,13 @@ class ImageGate:
         batch, height, width = frames.shape[:3]
         temp = comfy.temp_directory()
         previews = save_previews(frames, temp)
-        details = {}
+        details = origin.origin(extra_pnginfo, prompt, unique_id)
         if from_bus and loaded_mask is not None:
             # Show the slot's mask in the painter, so painting edits it instead of silently replacing it.
             shown = loaded_mask_preview(loaded_mask, temp)
             if shown:
                 previews += shown
-                details = {"mask": shown[0], "mask_source": f"slot {get_id}"}
+                details.update(mask=shown[0], mask_source=f"slot {get_id}")
         pause = self.bus.arm(unique_id, routes, prompt_id=comfy.current_prompt_id(), images=previews[:batch],
                              source=source, slot=slot, width=width, height=height, frames=batch,
                              details=details, timeout=timeout, on_timeout=on_timeout)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from .. import captions, imaging
+from .. import captions, imaging, origin
 from ..constants import CATEGORY, KIND_TEXT, ON_TIMEOUT_CANCEL
 from ..folders import FolderError
 from ..pause import GATES, GateBus
@@ -66,7 +66,7 @@ class TextGate:
                 # New inputs go last, so workflows saved before them load as they were.
                 **timeout_inputs(KIND_TEXT),
             },
-            "hidden": {"unique_id": "UNIQUE_ID"},
+            "hidden": dict(origin.HIDDEN),
         }
 
     @classmethod
@@ -92,7 +92,7 @@ class TextGate:
         return float("nan")  # a person decides each run: never serve a gate from the cache
 
     def run(self, text, unique_id=None, image=None, caption_path="", trigger="", timeout=0,
-            on_timeout=ON_TIMEOUT_CANCEL):
+            on_timeout=ON_TIMEOUT_CANCEL, prompt=None, extra_pnginfo=None):
         from .. import gates_compat as comfy
 
         timeout = parse_timeout(timeout)
@@ -109,7 +109,8 @@ class TextGate:
             pixels = imaging.image_to_uint8(image)
             frames, height, width = (int(v) for v in pixels.shape[:3])
             previews = save_previews(pixels, temp)
-        details = {"text": text, "trigger": trigger, "trigger_present": captions.has_trigger(text, trigger),
+        details = {**origin.origin(extra_pnginfo, prompt, unique_id),
+                   "text": text, "trigger": trigger, "trigger_present": captions.has_trigger(text, trigger),
                    "caption_path": caption_path or None, "caption_file": target[0] if target else None,
                    "error": None}
         written = None
