@@ -4,18 +4,16 @@ server for the touch route)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 
 import pytest
 import torch
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
-from loader_testkit import FakeComfy as TextFakeComfy
-from test_gate_node import FakeComfy, RunningGate, frames_of, wait_for_pause
+from comfy_fakes import FakeComfy, RunningNode, wait_for_pause
+from route_testkit import serve_handlers
+from test_gate_node import frames_of
 
-from gates import imagebus, server, slots
+from gates import imagebus, slots
 from gates.constants import (
     EVENT_DEADLINE,
     EVENT_GATE_STATUS,
@@ -24,6 +22,7 @@ from gates.constants import (
     GRID_ON_TIMEOUT,
     IMAGE_ON_TIMEOUT,
     MAX_ROUTES,
+    NODE_ID,
     ROUTE_PENDING,
     ROUTE_TOUCH,
     TEXT_ON_TIMEOUT,
@@ -31,7 +30,7 @@ from gates.constants import (
 )
 from gates.nodes import image_gate
 from gates.nodes.grid_pool_gate import GridPoolGate
-from gates.nodes.image_gate import ImageGate
+from gates.nodes.image_gate import ImageGate, mark_route_beyond_routes
 from gates.nodes.pool_add import AddToImagePool
 from gates.nodes.text_gate import TextGate
 from gates.pause import AlreadyResolved, GateBus, UnknownToken
@@ -128,15 +127,25 @@ def test_on_timeout_choices_per_kind():
 def test_a_route_beyond_routes_is_refused_by_name():
     with pytest.raises(OnTimeoutError, match="route_4 is beyond routes = 3"):
         parse_on_timeout("image", "route_4", 3)
-    assert "route_4" in ImageGate.VALIDATE_INPUTS(routes=3, on_timeout="route_4")
-    assert ImageGate.VALIDATE_INPUTS(routes=4, on_timeout="route_4") is True
-    assert ImageGate.VALIDATE_INPUTS(routes=None, on_timeout="route_8") is True  # routes linked: run() checks
-    assert "'sideways'" in ImageGate.VALIDATE_INPUTS(routes=2, on_timeout="sideways")
-    assert "routes must be" in ImageGate.VALIDATE_INPUTS(routes=9, on_timeout="block")  # its range, as ComfyUI's
-    assert "'keep_all'" in TextGate.VALIDATE_INPUTS(on_timeout="keep_all")
-    assert "'approve'" in GridPoolGate.VALIDATE_INPUTS(pool="p", on_timeout="approve")
-    assert TextGate.VALIDATE_INPUTS(on_timeout="approve") is True
-    assert GridPoolGate.VALIDATE_INPUTS(pool="p", on_timeout="keep_none") is True
+    prompt = {"prompt": {
+        "4": {"class_type": NODE_ID, "inputs": {"routes": 3, "on_timeout": "route_4"}},
+        "5": {"class_type": NODE_ID, "inputs": {"routes": 4, "on_timeout": "route_4"}},
+        "6": {"class_type": NODE_ID, "inputs": {"routes": ["9", 0], "on_timeout": "route_8"}},
+        "7": {"class_type": NODE_ID, "inputs": {"routes": 2, "on_timeout": "block"}},
+    }}
+    marked = mark_route_beyond_routes(prompt)["prompt"]
+    # Not one of on_timeout's choices any more: ComfyUI refuses it under on_timeout, naming the value.
+    assert marked["4"]["inputs"]["on_timeout"] == "route_4 (beyond routes = 3)"
+    assert marked["4"]["inputs"]["on_timeout"] not in ImageGate.INPUT_TYPES()["optional"]["on_timeout"][0]
+    assert marked["5"]["inputs"]["on_timeout"] == "route_4"
+    assert marked["6"]["inputs"]["on_timeout"] == "route_8"  # routes linked: run() checks
+    assert marked["7"]["inputs"]["on_timeout"] == "block"
+    for odd in ({}, {"prompt": None}, {"prompt": {"1": "x"}}, []):
+        mark_route_beyond_routes(odd)  # never raises
+    # The methods ComfyUI files refusals under take only the inputs they check.
+    assert ImageGate.VALIDATE_INPUTS(send_id="", get_id="") is True
+    assert "pool" in GridPoolGate.VALIDATE_INPUTS(pool="a/b")
+    assert TextGate.VALIDATE_INPUTS(caption_path="") is True
 
 
 def test_timeout_seconds():
@@ -160,16 +169,8 @@ def test_every_gate_has_the_two_inputs_last_with_tooltips(node, kind):
 # --- the touch route --------------------------------------------------------------------------------
 
 def serve(body, bus, tmp_path, told):
-    async def main():
-        app = web.Application()
-        handlers = server.make_handlers(bus=bus, bus_base=lambda: str(tmp_path / "gate_bus"),
-                                        broadcast=lambda event, data: told.append((event, data)))
-        for (method, path), handler in handlers.items():
-            app.router.add_route(method, path, handler)
-        async with TestClient(TestServer(app)) as client:
-            return await body(client)
-
-    return asyncio.run(main())
+    serve_handlers(body, bus=bus, bus_base=lambda: str(tmp_path / "gate_bus"),
+                   broadcast=lambda event, data: told.append((event, data)))
 
 
 def test_touch_moves_the_deadline_tells_every_tab_and_refuses_bad_requests(tmp_path):
@@ -206,7 +207,7 @@ def test_touch_moves_the_deadline_tells_every_tab_and_refuses_bad_requests(tmp_p
 
 @pytest.fixture
 def fake(tmp_path):
-    fake = FakeComfy(str(tmp_path))
+    fake = FakeComfy(tmp_path, prompt_id="prompt-42")
     with fake.installed():
         yield fake
 
@@ -233,7 +234,7 @@ def resolved_of(fake, token) -> dict:
 
 def test_image_gate_cancel_on_timeout_ends_the_run_as_interrupted(fake):
     node = gate_with_clock(ImageGate)
-    running = RunningGate(node, routes=2, unique_id="3", image=frames_of((1, 2, 3)), timeout=30)
+    running = RunningNode(node, routes=2, unique_id="3", image=frames_of((1, 2, 3)), timeout=30)
     entry = time_out(node, running)
     assert isinstance(running.error, fake.InterruptProcessingException)
     resolved = resolved_of(fake, entry["token"])
@@ -248,7 +249,7 @@ def test_image_gate_cancel_on_timeout_ends_the_run_as_interrupted(fake):
 
 def test_image_gate_block_on_timeout_blocks_everything_and_succeeds(fake):
     node = gate_with_clock(ImageGate)
-    running = RunningGate(node, routes=2, unique_id="3", image=frames_of((1, 2, 3)), timeout=5, on_timeout="block")
+    running = RunningNode(node, routes=2, unique_id="3", image=frames_of((1, 2, 3)), timeout=5, on_timeout="block")
     entry = time_out(node, running)
     assert running.error is None
     result = running.result["result"]
@@ -261,7 +262,7 @@ def test_image_gate_block_on_timeout_blocks_everything_and_succeeds(fake):
 def test_image_gate_route_on_timeout_routes_and_publishes_like_a_choice(fake):
     node = gate_with_clock(ImageGate)
     image = frames_of((9, 8, 7))
-    running = RunningGate(node, routes=3, unique_id="3", image=image, timeout=5, on_timeout="route_1",
+    running = RunningNode(node, routes=3, unique_id="3", image=image, timeout=5, on_timeout="route_1",
                           send_id="after_timeout")
     entry = time_out(node, running)
     assert running.error is None, running.error
@@ -273,7 +274,7 @@ def test_image_gate_route_on_timeout_routes_and_publishes_like_a_choice(fake):
 
 def test_an_answer_before_the_deadline_is_not_a_timeout(fake):
     node = gate_with_clock(ImageGate)
-    running = RunningGate(node, routes=2, unique_id="3", image=frames_of((1, 2, 3)), timeout=5, on_timeout="block")
+    running = RunningNode(node, routes=2, unique_id="3", image=frames_of((1, 2, 3)), timeout=5, on_timeout="block")
     entry = wait_for_pause(node.bus, running)
     node.bus.resolve(entry["token"], 2)
     running.join()
@@ -294,7 +295,7 @@ def test_grid_keep_all_keep_none_and_block_on_timeout(fake):
     outcomes = {}
     for on_timeout in ("keep_all", "keep_none", "block"):
         node = gate_with_clock(GridPoolGate)
-        running = RunningGate(node, pool="p", page_size=2, unique_id="12", timeout=9, on_timeout=on_timeout)
+        running = RunningNode(node, pool="p", page_size=2, unique_id="12", timeout=9, on_timeout=on_timeout)
         entry = time_out(node, running)
         assert running.error is None, running.error
         outcomes[on_timeout] = running.result
@@ -318,7 +319,7 @@ def test_grid_keep_all_keep_none_and_block_on_timeout(fake):
 def test_grid_cancel_on_timeout_ends_the_run_and_moves_nothing(fake):
     AddToImagePool().run(torch.rand(2, 4, 6, 3), "p", captions="")
     node = gate_with_clock(GridPoolGate)
-    running = RunningGate(node, pool="p", page_size=4, unique_id="12", timeout=9)
+    running = RunningNode(node, pool="p", page_size=4, unique_id="12", timeout=9)
     time_out(node, running)
     assert isinstance(running.error, fake.InterruptProcessingException)
     pending = os.listdir(os.path.join(fake.input, "gate_pool", "p", "pending"))
@@ -327,7 +328,7 @@ def test_grid_cancel_on_timeout_ends_the_run_and_moves_nothing(fake):
 
 @pytest.fixture
 def text_fake(tmp_path):
-    fake = TextFakeComfy(tmp_path)
+    fake = FakeComfy(tmp_path)
     (fake.input / "d").mkdir(parents=True)
     with fake.installed():
         yield fake
@@ -336,7 +337,7 @@ def text_fake(tmp_path):
 @pytest.mark.parametrize("on_timeout", ["approve", "reject", "block"])
 def test_text_gate_on_timeout(text_fake, on_timeout):
     node = gate_with_clock(TextGate)
-    running = RunningGate(node, text="a cat", unique_id="4", caption_path="d/1.png", timeout=9,
+    running = RunningNode(node, text="a cat", unique_id="4", caption_path="d/1.png", timeout=9,
                           on_timeout=on_timeout)
     time_out(node, running)
     assert running.error is None, running.error
@@ -352,7 +353,7 @@ def test_text_gate_on_timeout(text_fake, on_timeout):
 
 def test_text_gate_cancel_on_timeout_is_an_interrupt(text_fake):
     node = gate_with_clock(TextGate)
-    running = RunningGate(node, text="a cat", unique_id="4", timeout=9)
+    running = RunningNode(node, text="a cat", unique_id="4", timeout=9)
     time_out(node, running)
     assert type(running.error).__name__ == "InterruptProcessingException"
 
@@ -384,7 +385,7 @@ def test_a_publish_that_fails_after_the_choice_still_routes_and_keeps_the_old_sl
     monkeypatch.setattr(image_gate, "bus_write", disk_full)
     image = frames_of((200, 100, 50))
     with caplog.at_level(logging.ERROR, logger="datasete_gates"):
-        running = RunningGate(node, routes=2, unique_id="3", image=image, send_id="keep")
+        running = RunningNode(node, routes=2, unique_id="3", image=image, send_id="keep")
         entry = wait_for_pause(node.bus, running)
         node.bus.resolve(entry["token"], 1)
         running.join()

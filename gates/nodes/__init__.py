@@ -13,7 +13,7 @@ from ..constants import (
     POOL_NODE_ID,
 )
 from .grid_pool_gate import GridPoolGate
-from .image_gate import ImageGate, drop_empty_slot_ids
+from .image_gate import ImageGate, drop_empty_slot_ids, mark_route_beyond_routes
 from .pool_add import AddToImagePool
 
 NODE_CLASS_MAPPINGS = {NODE_ID: ImageGate, POOL_NODE_ID: AddToImagePool, GRID_NODE_ID: GridPoolGate}
@@ -21,7 +21,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {NODE_ID: NODE_DISPLAY_NAME, POOL_NODE_ID: POOL_NOD
                               GRID_NODE_ID: GRID_NODE_DISPLAY_NAME}
 
 # Run on every queued prompt before ComfyUI validates it.
-PROMPT_HANDLERS = (drop_empty_slot_ids,)
+PROMPT_HANDLERS = (drop_empty_slot_ids, mark_route_beyond_routes)
 
 
 def register_prompt_handlers() -> None:

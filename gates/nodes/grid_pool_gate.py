@@ -25,7 +25,7 @@ from ..constants import (
 )
 from ..pause import GATES, GateBus
 from ..previews import remove_previews, save_previews
-from ..timeouts import OnTimeoutError, parse_on_timeout, parse_timeout, timeout_inputs
+from ..timeouts import parse_on_timeout, parse_timeout, timeout_inputs
 from ..waiting import status_ui, waiting
 from .pool_add import status, tell
 
@@ -113,11 +113,9 @@ class GridPoolGate:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, pool=None, on_timeout=None):
-        try:
-            parse_on_timeout(KIND_GRID, on_timeout)
-        except OnTimeoutError as exc:
-            return str(exc)
+    def VALIDATE_INPUTS(cls, pool=None):
+        # on_timeout is left to ComfyUI's own choice check: a refusal here would be filed under every
+        # input this method takes.
         if pool is None or pool == "":
             return True  # linked (checked in run), or unused because images is wired
         try:

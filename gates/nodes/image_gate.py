@@ -87,6 +87,32 @@ def drop_empty_slot_ids(json_data: dict) -> dict:
     return json_data
 
 
+def mark_route_beyond_routes(json_data: dict) -> dict:
+    """ComfyUI on_prompt handler: an on_timeout route_N beyond the gate's own `routes` is refused when the
+    prompt is queued, under on_timeout alone and naming the value.
+
+    The value is rewritten to say why ("route_4 (beyond routes = 3)"); it is then not one of on_timeout's
+    choices, so ComfyUI's own check refuses it, with the name of the input and the value. A linked
+    `routes` is not known here: run() checks it.
+    """
+    prompt = json_data.get("prompt") if isinstance(json_data, dict) else None
+    if not isinstance(prompt, dict):
+        return json_data
+    for node in prompt.values():
+        if not (isinstance(node, dict) and node.get("class_type") == NODE_ID and isinstance(node.get("inputs"), dict)):
+            continue
+        inputs = node["inputs"]
+        routes, on_timeout = inputs.get("routes"), inputs.get("on_timeout")
+        if isinstance(routes, bool) or not isinstance(routes, int) or not isinstance(on_timeout, str):
+            continue
+        try:
+            parse_on_timeout(KIND_IMAGE, on_timeout, routes)
+        except OnTimeoutError:
+            if timeout_route(on_timeout) is not None:
+                inputs["on_timeout"] = f"{on_timeout} (beyond routes = {routes})"
+    return json_data
+
+
 def validate_slot_ids(send_id, get_id) -> None:
     """Both ids are "" or None (unused) or valid slot ids; otherwise SlotIdError naming the id."""
     for label, value in (("send_id", send_id), ("get_id", get_id)):
@@ -212,17 +238,17 @@ class ImageGate:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, send_id="", get_id="", routes=None, on_timeout=None):
-        """Refuse a bad slot id, or an on_timeout route beyond `routes`, when the prompt is queued.
+    def VALIDATE_INPUTS(cls, send_id="", get_id=""):
+        """Refuse a bad slot id when the prompt is queued, so nothing of it runs.
 
-        A linked value is not known yet here (ComfyUI passes None); run() checks it again. Taking
-        `routes` and `on_timeout` here turns off ComfyUI's own range and choice checks of them, so
-        validate_routes_and_timeout does both.
+        A linked id is not known yet here (ComfyUI passes None); run() checks it again. Only the ids
+        are taken: ComfyUI files a refusal under every input this method takes, so `routes` and
+        `on_timeout` keep ComfyUI's own checks, and mark_route_beyond_routes refuses a route_N beyond
+        `routes` under on_timeout alone.
         """
         try:
             validate_slot_ids(send_id, get_id)
-            validate_routes_and_timeout(routes, on_timeout)
-        except (imagebus.SlotIdError, OnTimeoutError) as exc:
+        except imagebus.SlotIdError as exc:
             return str(exc)
         return True
 

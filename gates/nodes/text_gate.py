@@ -13,7 +13,7 @@ from ..constants import CATEGORY, KIND_TEXT, ON_TIMEOUT_CANCEL
 from ..folders import FolderError
 from ..pause import GATES, GateBus
 from ..previews import remove_previews, save_previews
-from ..timeouts import OnTimeoutError, parse_on_timeout, parse_timeout, timeout_inputs
+from ..timeouts import parse_on_timeout, parse_timeout, timeout_inputs
 from ..waiting import say, status_ui, waiting
 
 
@@ -70,13 +70,10 @@ class TextGate:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, caption_path="", on_timeout=None):
-        """Refuse a typed-in caption_path outside the input folder, or an unknown on_timeout, before anything
-        runs (a linked one is None here and checked when the gate runs, before it pauses)."""
-        try:
-            parse_on_timeout(KIND_TEXT, on_timeout)
-        except OnTimeoutError as exc:
-            return str(exc)
+    def VALIDATE_INPUTS(cls, caption_path=""):
+        """Refuse a typed-in caption_path outside the input folder before anything runs (a linked one is
+        None here and checked when the gate runs, before it pauses). on_timeout is left to ComfyUI's own
+        choice check: a refusal here would be filed under every input this method takes."""
         if caption_path is None or caption_path == "":
             return True
         from .. import gates_compat as comfy
