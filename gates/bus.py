@@ -55,7 +55,9 @@ examples:
 
 --input-dir defaults to ComfyUI's input folder when ComfyUI's folder_paths module is
 importable (ComfyUI's folder on PYTHONPATH); pass it when ComfyUI runs with
---input-directory or --base-directory.
+--input-directory or --base-directory. With DATASETE_GATES_STORE=s3://bucket/prefix set
+(README, "Several servers") the slots on that object store are used instead, and --input-dir
+is not needed.
 
 exit codes:
   {EXIT_OK}  success
@@ -308,8 +310,22 @@ def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "id", None) is not None:
         imagebus.validate_id(args.id)  # before anything is looked up, read or written
-    base = resolve_input_dir(args.input_dir) / BUS_DIR_NAME
+    base = store_base(args.input_dir, BUS_DIR_NAME)
     return COMMANDS[args.command](base, args)
+
+
+def store_base(input_dir: str | None, name: str):
+    """PATH/<name> in the input folder, or <name>/ on the store DATASETE_GATES_STORE names (then
+    --input-dir is not needed: the servers that share the store share their slots and pools there)."""
+    from .storage import StoreConfigError, configured_store
+
+    try:
+        store = configured_store()
+    except StoreConfigError as exc:
+        raise CliError(EXIT_USAGE, str(exc)) from None
+    if store is not None:
+        return store.child(name)
+    return resolve_input_dir(input_dir) / name
 
 
 def main(argv: list[str] | None = None) -> int:

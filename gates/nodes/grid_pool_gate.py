@@ -26,6 +26,7 @@ from ..constants import (
 )
 from ..pause import GATES, GateBus, GateCancelled
 from ..previews import remove_previews, save_previews
+from ..storage import is_remote
 from .pool_add import status, tell
 
 log = logging.getLogger("datasete_gates")
@@ -140,10 +141,18 @@ class GridPoolGate:
                                     f"rejected {counts['rejected']})", reason="empty", paused=False, counts=counts))
             return {"ui": ui, "result": (blocker,) * 4}
 
-        shown = Shown([item.name for item in page.items], [item.pixels for item in page.items],
-                      [item.caption for item in page.items], [pool_view(pool, item.file) for item in page.items])
-        keep = self._pause(comfy, shown, unique_id, prompt_id, source=SOURCE_POOL, pool=pool,
-                           pending=page.pending, page_size=page_size)
+        pixels = [item.pixels for item in page.items]
+        # ComfyUI's /view serves the input folder only: items on an object store are shown from temp copies.
+        remote = is_remote(base)
+        fulls = save_previews(pixels, comfy.temp_directory()) if remote \
+            else [pool_view(pool, item.file) for item in page.items]
+        shown = Shown([item.name for item in page.items], pixels, [item.caption for item in page.items], fulls)
+        try:
+            keep = self._pause(comfy, shown, unique_id, prompt_id, source=SOURCE_POOL, pool=pool,
+                               pending=page.pending, page_size=page_size)
+        finally:
+            if remote:
+                remove_previews(fulls, comfy.temp_directory())
         kept_names = [shown.names[i] for i in keep]
         rejected_names = [name for i, name in enumerate(shown.names) if i not in keep]
         moved = pools.decide(base, pool, kept_names, rejected_names)
