@@ -75,7 +75,7 @@ def test_two_servers_deciding_one_item_leave_it_in_one_state(s3_store, monkeypat
 
 
 def test_a_page_of_a_big_pool_lists_only_what_it_shows(s3_store):
-    """1,100 pending markers: a page of 8 costs a few listing requests, not the pool's 2."""
+    """1,100 other markers: a page of 8 costs two listing requests, not a listing of the whole pool."""
     base = s3_store.child(POOL_DIR_NAME)
     store = objects.store_for(base)
     pools.add_frames(base, "p", [frame(k) for k in range(8)])
@@ -91,3 +91,15 @@ def test_a_page_of_a_big_pool_lists_only_what_it_shows(s3_store):
     assert len(page.items) == 8 and page.counts["kept"] == 1100
     assert used["LIST"] == 2, used  # moves/ and the page's pending markers
     assert used["GET"] == 8, used   # the PNGs (no captions)
+
+
+def test_a_grid_decision_finds_its_items_with_one_listing(s3_store):
+    base = s3_store.child(POOL_DIR_NAME)
+    pools.add_frames(base, "p", [frame(k) for k in range(20)])
+    page = pools.pending_page(base, "p", 16)
+    before = objects.request_counts()
+    moved = pools.decide(base, "p", [i.name for i in page.items[:8]], [i.name for i in page.items[8:]])
+    used = objects.request_counts() - before
+    assert moved.counts == {"pending": 4, "kept": 8, "rejected": 8} and not moved.missing
+    assert used["LIST"] == 2, used  # moves/ and one run of pending markers, not one listing per item
+    assert used["PUT"] == 17 and used["DELETE"] == 2, used

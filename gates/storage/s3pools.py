@@ -435,7 +435,21 @@ def _locate(store, base, pool, names: list[str]) -> dict[str, Marker]:
                 break  # the usual case, a grid decision: one request
         return name, hits
 
-    for name, hits in _workers.map(look, sorted(wanted)):
+    pools = _pools_mod()
+    ordered = sorted(wanted, key=pools.sort_key)
+    if len(ordered) > 2:
+        # A grid decision names a run of the oldest pending items: one listing from the first usually
+        # finds them all; only names it missed are looked up one by one.
+        first = ordered[0]
+        before = first[:-1] + chr(ord(first[-1]) - 1) + "\x7f"  # sorts after every key below `first`
+        prefix = _key(base, pool, "state", POOL_PENDING) + "/"
+        objects, _ = store.list(prefix, start_after=prefix + before,
+                                limit=min(1000, len(ordered) + len(moving) + 8))
+        for entry in objects:
+            parsed = _parse_marker(entry["key"][cut:])
+            if parsed and parsed[1] in wanted:
+                found.setdefault(parsed[1], []).append(Marker(parsed[1], parsed[0], parsed[2], entry["key"]))
+    for name, hits in _workers.map(look, [name for name in ordered if name not in found]):
         if hits:
             found[name] = hits
     return _resolve(found, {n: m for n, m in moving.items() if n in found})
