@@ -330,6 +330,9 @@ def sweep_bus_at_start() -> int:
         base = gate_bus_base()
     except ImportError:
         return 0
+    except ValueError as exc:  # a bad DATASETE_GATES_STORE: the pack still loads; every gate says why it fails
+        log.error("Datasete Gates: %s", exc)
+        return 0
     try:
         return imagebus.sweep_once(base)
     except OSError as exc:

@@ -46,3 +46,15 @@ def test_the_store_refuses_a_missing_s3fs_clearly(monkeypatch):
     monkeypatch.setitem(sys.modules, "s3fs", None)
     with pytest.raises(objects.StoreUnavailable, match="pip install"):
         objects.ObjectStore("bucket")
+
+
+def test_a_bad_setting_does_not_stop_the_pack_from_loading(monkeypatch, tmp_path, caplog):
+    import types
+
+    from gates import slots
+
+    monkeypatch.setitem(sys.modules, "folder_paths", types.SimpleNamespace(get_input_directory=lambda: str(tmp_path)))
+    monkeypatch.setenv("DATASETE_GATES_STORE", "s3://Bad_Bucket")
+    with caplog.at_level("ERROR", logger="datasete_gates"):
+        assert slots.sweep_bus_at_start() == 0
+    assert "Bad_Bucket" in caplog.text
