@@ -64,3 +64,17 @@ def test_pool_cli_on_the_store(s3_store, tmp_path):
     assert refused.returncode == 7 and "kept" in refused.stderr
     assert run("gates.pool", "rm", "p", "--force").returncode == 0
     assert json.loads(run("gates.pool", "list", "--json").stdout) == {"pools": []}
+
+
+def test_the_store_check_passes_on_a_store_that_honours_conditions(s3_store):
+    done = run("gates.storage")
+    assert done.returncode == 0, done.stderr
+    assert "conditional writes honoured" in done.stdout
+
+
+def test_the_store_check_says_what_is_wrong(monkeypatch):
+    monkeypatch.setenv("DATASETE_GATES_STORE", "s3://x")
+    done = run("gates.storage")
+    assert done.returncode == 2 and "not a valid bucket name" in done.stderr
+    monkeypatch.delenv("DATASETE_GATES_STORE")
+    assert "is not set" in run("gates.storage").stdout
