@@ -15,7 +15,7 @@ from bench.common import COMFY_SKIP, Row, comfy_env, ms, size_label
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MEASUREMENTS = ("codecs", "preview", "publish_load", "resume", "list", "memory", "throughput", "fastpaths", "loader",
-                "pool")
+                "pool", "store")
 
 
 def _size(entry) -> str:
@@ -166,6 +166,20 @@ def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
             r = pool.run(quick, comfy, backend)
             rows.extend(_pool_rows(r, label))
 
+    def do_store():
+        from bench import store
+
+        r = store.run(quick)
+        if "skipped" in r:
+            rows.append(Row("12 store", "-", "skipped", r["skipped"], None, "report", None, r))
+            return
+        for entry in r["rows"]:
+            requests = ", ".join(f"{kind} {count}" for kind, count in entry["requests"].items())
+            rows.append(Row(f"12 store {entry['operation']}", entry["case"],
+                            f"s3 {ms(entry['s3_s'])}, {entry['request_total']} requests ({requests})",
+                            f"local disk {ms(entry['local_s'])} ({r['endpoint']}: multiply the requests by your "
+                            "store's round trip)", entry["ratio"], "report (requests)", None, entry))
+
     step("codecs", do_codecs)
     step("preview", do_preview)
     step("publish_load", do_bus)
@@ -176,6 +190,7 @@ def collect(quick: bool, only: set[str], log) -> tuple[list[Row], dict]:
     step("fastpaths", do_fastpaths)
     step("loader", do_loader)
     step("pool", do_pool)
+    step("store", do_store)
     if comfy is None and "preview" in only:
         log("[bench] preview reference is a replica of PreviewImage's code path: " + COMFY_SKIP)
     return rows, extra

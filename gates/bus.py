@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import folders, imagebus, imaging, slots
-from .cli.common import EXIT_OK, EXIT_OS_ERROR, EXIT_USAGE, CliError, reason, run_reporting
-from .cli.common import resolve_input_dir as _resolve_input_dir
+from .cli.common import EXIT_OK, EXIT_OS_ERROR, EXIT_USAGE, CliError, reason, run_reporting, store_base
 from .constants import BUS_DIR_NAME
 
 EXIT_BAD_ID = 3
@@ -53,7 +52,9 @@ examples:
 
 --input-dir defaults to ComfyUI's input folder when ComfyUI's folder_paths module is
 importable (ComfyUI's folder on PYTHONPATH); pass it when ComfyUI runs with
---input-directory or --base-directory.
+--input-directory or --base-directory. With DATASETE_GATES_STORE=s3://bucket/prefix set
+(README, "Several servers") the slots on that object store are used instead, and --input-dir
+is not needed.
 
 exit codes:
   {EXIT_OK}  success
@@ -64,10 +65,6 @@ exit codes:
   {EXIT_BAD_SLOT}  the slot cannot be read (corrupt or missing file, bad slot.json, mask of another size)
   {EXIT_BAD_INPUT}  an IMAGE or MASK file cannot be used (unreadable, sizes differ)
   {EXIT_WOULD_OVERWRITE}  export would overwrite files in DIR (pass --force)"""
-
-
-def resolve_input_dir(explicit: str | None) -> Path:
-    return _resolve_input_dir(explicit, f"{BUS_DIR_NAME}/")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,7 +259,7 @@ def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "id", None) is not None:
         imagebus.validate_id(args.id)  # before anything is looked up, read or written
-    base = resolve_input_dir(args.input_dir) / BUS_DIR_NAME
+    base = store_base(args.input_dir, BUS_DIR_NAME)
     return COMMANDS[args.command](base, args)
 
 

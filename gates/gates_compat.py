@@ -10,8 +10,14 @@ from .constants import BUS_DIR_NAME
 log = logging.getLogger("datasete_gates")
 
 
-def gate_bus_base() -> str:
-    """ComfyUI's input folder + gate_bus: where the disk image bus keeps its slots."""
+def gate_bus_base():
+    """Where the image bus keeps its slots: ComfyUI's input folder + gate_bus, or gate_bus/ under the
+    object store DATASETE_GATES_STORE names (an ObjectLocation; a bad value raises StoreConfigError)."""
+    from .storage import configured_store
+
+    store = configured_store()
+    if store is not None:
+        return store.child(BUS_DIR_NAME)
     import folder_paths
 
     return os.path.join(folder_paths.get_input_directory(), BUS_DIR_NAME)
@@ -86,10 +92,14 @@ def prompt_queue():
     return getattr(server, "prompt_queue", None)
 
 
-def gate_pool_base() -> str:
-    """ComfyUI's input folder + gate_pool: where the image pools live."""
-    import folder_paths
-
+def gate_pool_base():
+    """Where the image pools live: ComfyUI's input folder + gate_pool, or gate_pool/ on the store."""
     from .constants import POOL_DIR_NAME
+    from .storage import configured_store
+
+    store = configured_store()
+    if store is not None:
+        return store.child(POOL_DIR_NAME)
+    import folder_paths
 
     return os.path.join(folder_paths.get_input_directory(), POOL_DIR_NAME)

@@ -52,6 +52,7 @@ from .constants import (
     SLOT_IMAGE,
     SLOT_STAGING_PREFIX,
 )
+from .storage import is_remote
 
 # Windows maps these names to devices in any folder, with or without an extension.
 _RESERVED_NAMES = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} | {
@@ -142,6 +143,10 @@ def bus_root(base) -> Path:
 
 def bus_dir(base, bus_id) -> Path:
     """The slot folder for a valid id; refuses an id or a link that would leave `base`."""
+    if is_remote(base):
+        from .storage import s3slots
+
+        return s3slots.slot_url(base, bus_id)
     validate_id(bus_id)
     root = bus_root(base)
     slot = root / bus_id
@@ -195,6 +200,10 @@ def list_ids(base) -> list[str]:
     Cached as described above _LISTING_RECHECK_NS: a call while nothing changed costs one
     stat; a folder added, removed or renamed, or a slot made by hand, shows at once.
     """
+    if is_remote(base):
+        from .storage import s3slots
+
+        return s3slots.list_ids(base)
     key = os.fspath(base)
     try:
         before = os.stat(key)
@@ -370,6 +379,10 @@ def _holding_an_image(base: str, candidates: list[str]) -> list[str]:
 
 def delete_id(base, bus_id) -> bool:
     """Remove a slot at once (readers see it whole or gone); True if it existed."""
+    if is_remote(base):
+        from .storage import s3slots
+
+        return s3slots.delete_id(base, bus_id)
     slot = bus_dir(base, bus_id)
     if _lstat(slot) is None and _lock_is_live(_lock_path(slot)) is not True:
         return False
@@ -407,6 +420,8 @@ def publish(base, bus_id, write_files: Callable[[Path], None]) -> Path:
     exchanged with the slot in one step. If `write_files` raises, the old slot is
     untouched and the staging folder removed.
     """
+    if is_remote(base):
+        raise TypeError("publish writes folders; on an object store slots.bus_write uploads through s3slots")
     slot = bus_dir(base, bus_id)
     root = slot.parent
     root.mkdir(parents=True, exist_ok=True)
@@ -766,6 +781,10 @@ def read_slot(base, bus_id, read: Callable[[SlotReader], object]):
     is never reported as a broken slot. Raises SlotNotFound when the slot does
     not exist or is empty.
     """
+    if is_remote(base):
+        from .storage import s3slots
+
+        return s3slots.read_slot(base, bus_id, read)
     slot = bus_dir(base, bus_id)
     attempt, deadline = 0, None
     while attempt < READ_RETRIES:
@@ -888,6 +907,10 @@ def sweep_staging(base) -> int:
     is hours old. A slot moved aside by a publish that died before putting the new
     one in place is moved back; everything else is removed.
     """
+    if is_remote(base):
+        from .storage import s3slots
+
+        return s3slots.sweep(base)
     handled = 0
     root = bus_root(base)
     try:
@@ -935,7 +958,7 @@ _swept_lock = threading.Lock()
 
 def sweep_once(base) -> int:
     """`sweep_staging` the first time this process uses `base`; later calls do nothing."""
-    key = str(bus_root(base))
+    key = str(base) if is_remote(base) else str(bus_root(base))
     with _swept_lock:
         if key in _swept:
             return 0

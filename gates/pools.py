@@ -62,6 +62,7 @@ from .constants import (
     POOL_STAGING_PREFIX,
     POOL_STATES,
 )
+from .storage import is_remote
 
 log = logging.getLogger("datasete_gates")
 
@@ -128,6 +129,8 @@ def pools_root(base) -> Path:
 
 def pool_dir(base, pool) -> Path:
     """The folder of a valid pool id; a pool folder that is a link is refused."""
+    if is_remote(base):
+        raise TypeError(f"{base} is an object store, not a folder")
     validate_pool_id(pool)
     folder = pools_root(base) / pool
     st = _lstat(folder)
@@ -138,6 +141,10 @@ def pool_dir(base, pool) -> Path:
 
 
 def exists(base, pool) -> bool:
+    if is_remote(base):
+        from .storage import s3pools
+
+        return s3pools.exists(base, validate_pool_id(pool))
     st = _lstat(pool_dir(base, pool))
     return st is not None and stat.S_ISDIR(st.st_mode)
 
@@ -255,6 +262,8 @@ def _state_dir(folder: Path, pool: str, state: str) -> Path | None:
 
 def scan(base, pool) -> PoolScan:
     """What is in the pool's folders now (no repair: see `repair`). PoolNotFound for no pool."""
+    if is_remote(base):
+        raise TypeError(f"{base} is an object store: pool_counts and s3pools.items replace scan there")
     folder = pool_dir(base, pool)
     st = _lstat(folder)
     if st is None or not stat.S_ISDIR(st.st_mode):
@@ -530,6 +539,18 @@ def _fsync_file(path: Path) -> None:
 
 # --- opening and creating pools --------------------------------------------------------------------
 
+def pool_counts(base, pool) -> dict[str, int]:
+    """pending / kept / rejected of a pool, wherever it lives. PoolNotFound for no pool."""
+    if is_remote(base):
+        from .storage import s3pools
+
+        validate_pool_id(pool)
+        if not s3pools.exists(base, pool):
+            raise PoolNotFound(f"pool {pool!r} does not exist ({s3pools.pool_url(base, pool)})")
+        return s3pools.counts(base, pool, fresh=True)
+    return scan(base, pool).counts()
+
+
 def ensure_pool(base, pool) -> Path:
     """The pool's folder with its three state folders, made if needed; links refused."""
     folder = pool_dir(base, pool)
@@ -567,6 +588,10 @@ def opened(base, pool, create: bool = False) -> Iterator[PoolScan]:
 
 def list_pools(base) -> list[dict]:
     """[{"id", "pending", "kept", "rejected"}] for every pool folder in gate_pool, sorted by id. Read-only."""
+    if is_remote(base):
+        from .storage import s3pools
+
+        return s3pools.list_pools(base)
     root = pools_root(base)
     try:
         entries = sorted(entry.name for entry in os.scandir(root)
@@ -869,6 +894,10 @@ def add_frames(base, pool, frames, captions: list[str | None] | None = None,
             raise CaptionError(f"a caption must be text, got {type(caption).__name__}")
     encoded_captions = [None if not caption else caption.encode("utf-8") for caption in captions]
     digests = [pixel_hash(frame) for frame in frames]
+    if is_remote(base):
+        from .storage import s3pools
+
+        return s3pools.add_frames(base, pool, frames, captions, skip_duplicates, compress_level, digests)
     with opened(base, pool, create=True) as found:
         index = PixelIndex(found)
         unreadable: list[str] = []
@@ -970,6 +999,11 @@ class Page:
 def pending_page(base, pool, limit: int) -> Page:
     """The oldest `limit` pending items, decoded, with their captions. PoolNotFound for no pool;
     a PoolError naming the file for an item that cannot be read."""
+    if is_remote(base):
+        from .storage import s3pools
+
+        validate_pool_id(pool)
+        return s3pools.pending_page(base, pool, limit)
     with opened(base, pool) as found:
         pending = found.in_state(POOL_PENDING)
         page = [PageItem(item.name, item.state, item.png, read_pixels(found, item), read_caption(found, item))
@@ -979,6 +1013,11 @@ def pending_page(base, pool, limit: int) -> Page:
 
 def read_items(base, pool, names: Iterable[str]) -> list[tuple[Item, np.ndarray, str | None]]:
     """Named items with their pixels and captions, wherever they are."""
+    if is_remote(base):
+        from .storage import s3pools
+
+        validate_pool_id(pool)
+        return s3pools.read_items(base, pool, [validate_item_name(name) for name in names])
     with opened(base, pool) as found:
         out = []
         for name in names:
@@ -1005,6 +1044,11 @@ def move(base, pool, targets: dict[str, str]) -> MoveResult:
         validate_item_name(name)
         if state not in POOL_STATES:
             raise ValueError(f"unknown state {state!r}: use one of {', '.join(POOL_STATES)}")
+    if is_remote(base):
+        from .storage import s3pools
+
+        validate_pool_id(pool)
+        return s3pools.move(base, pool, targets)
     moved, missing = {}, []
     with opened(base, pool) as found:
         touched = set()
@@ -1075,6 +1119,11 @@ def _copy_flushed(source: Path, target: Path) -> None:
 def remove_items(base, pool, names: Iterable[str]) -> MoveResult:
     """Delete items (PNG first, then caption: never a PNG without its caption)."""
     names = [validate_item_name(name) for name in names]
+    if is_remote(base):
+        from .storage import s3pools
+
+        validate_pool_id(pool)
+        return s3pools.remove_items(base, pool, names)
     removed, missing = {}, []
     with opened(base, pool) as found:
         for name in names:
@@ -1096,6 +1145,11 @@ def remove_items(base, pool, names: Iterable[str]) -> MoveResult:
 
 def remove_pool(base, pool) -> bool:
     """Delete a whole pool at once (moved aside under a staging name, then removed); True if it existed."""
+    if is_remote(base):
+        from .storage import s3pools
+
+        validate_pool_id(pool)
+        return s3pools.remove_pool(base, pool)
     folder = pool_dir(base, pool)
     if _lstat(folder) is None:
         return False
@@ -1111,6 +1165,10 @@ def remove_pool(base, pool) -> bool:
 
 def sweep_root(base) -> int:
     """Remove what whole-pool removals killed half-way left in gate_pool itself."""
+    if is_remote(base):
+        from .storage import s3pools
+
+        return s3pools.sweep_root(base)
     root = pools_root(base)
     try:
         entries = list(os.scandir(root))

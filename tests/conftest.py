@@ -9,6 +9,7 @@ import shutil
 import frontends
 import pytest
 from comfy_server import PACK_FOLDER_NAME, SETTLE_SECONDS, SKIP_REASON, ComfyServer, Events, comfy_paths
+from s3_testkit import moto_server, s3_env, s3_store  # noqa: F401 - the S3 fixtures (moto on loopback)
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 

@@ -50,6 +50,21 @@ def resolve_input_dir(explicit: str | None, holds: str) -> Path:
     return path
 
 
+def store_base(input_dir: str | None, name: str):
+    """Where <name> (gate_bus, gate_pool) lives: on the object store DATASETE_GATES_STORE names (then
+    --input-dir is not needed: the servers that share the store share their slots and pools there),
+    else PATH/<name> in the input folder."""
+    from ..storage import StoreConfigError, configured_store
+
+    try:
+        store = configured_store()
+    except StoreConfigError as exc:
+        raise CliError(EXIT_USAGE, str(exc)) from None
+    if store is not None:
+        return store.child(name)
+    return resolve_input_dir(input_dir, f"{name}/") / name
+
+
 def reason(exc: BaseException) -> str:
     """The operating system's words for a refusal ("Permission denied"), else the exception's text."""
     if isinstance(exc, OSError) and exc.strerror:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .. import bus, folders, imaging, pools
 from ..constants import POOL_DIR_NAME, POOL_KEPT, POOL_STATES
-from .common import EXIT_OK, EXIT_OS_ERROR, EXIT_USAGE, CliError, reason, resolve_input_dir, run_reporting
+from ..storage import is_remote
+from .common import EXIT_OK, EXIT_OS_ERROR, EXIT_USAGE, CliError, reason, run_reporting, store_base
 
 EXIT_BAD_ID = 3
 EXIT_NO_POOL = 4
@@ -47,6 +48,8 @@ examples:
   {PROG} --input-dir ~/ComfyUI/input rm portraits --force                   # the whole pool
 
 --input-dir defaults to ComfyUI's input folder when ComfyUI's folder_paths module is importable.
+With DATASETE_GATES_STORE=s3://bucket/prefix set (README, "Several servers") the pools on that object
+store are used instead, and --input-dir is not needed.
 
 exit codes:
   {EXIT_OK}  success
@@ -130,6 +133,12 @@ def cmd_list(base: Path, args) -> int:
 
 
 def pool_details(base: Path, pool: str, state: str | None = None) -> dict:
+    if is_remote(base):
+        from ..storage import s3pools
+
+        items = [{"name": item.name, "state": item.state, "file": f"{item.state}/{item.png}", "bytes": size,
+                  "caption": caption} for item, size, caption in s3pools.items(base, pool, state)]
+        return {"id": pool, "folder": s3pools.pool_url(base, pool), **pools.pool_counts(base, pool), "items": items}
     with pools.opened(base, pool) as found:
         items = []
         for wanted in POOL_STATES:
@@ -218,20 +227,10 @@ def cmd_export(base: Path, args) -> int:
     for path in (target_root, target):
         if path.exists() and not path.is_dir():
             raise CliError(EXIT_WOULD_OVERWRITE, f"{str(path)!r} exists and is not a folder")
-    with pools.opened(base, args.pool) as found:
-        items = found.in_state(POOL_KEPT)
-        files = []
-        for item in items:
-            png = pools._read_file(found, item.state, item.png)
-            try:
-                imaging.read_image_pixels(png)  # a corrupt kept file must not reach a training set
-            except imaging.ImagingError as exc:
-                raise pools.PoolError(f"pool {args.pool!r}: {item.state}/{item.png} is not a readable image "
-                                      f"({exc})") from None
-            files.append((f"{item.name}.png", png))
-            caption = pools.read_caption(found, item)
-            if caption is not None:
-                files.append((f"{item.name}.txt", caption.encode("utf-8")))
+    if is_remote(base):
+        files, count = _kept_files_remote(base, args.pool)
+    else:
+        files, count = _kept_files(base, args.pool)
     clashes = [name for name, _ in files if os.path.lexists(target / name)]
     if clashes and not args.force:
         shown = ", ".join(clashes[:5]) + (f" and {len(clashes) - 5} more" if len(clashes) > 5 else "")
@@ -240,8 +239,40 @@ def cmd_export(base: Path, args) -> int:
     for name, data in files:
         folders.write_atomic(target / name, data)
     captions = sum(1 for name, _ in files if name.endswith(".txt"))
-    print(f"exported {len(items)} kept item(s) of {args.pool} ({captions} with a caption) -> {target}")
+    print(f"exported {count} kept item(s) of {args.pool} ({captions} with a caption) -> {target}")
     return EXIT_OK
+
+
+def _checked_png(pool: str, item, png: bytes) -> bytes:
+    try:
+        imaging.read_image_pixels(png)  # a corrupt kept file must not reach a training set
+    except imaging.ImagingError as exc:
+        raise pools.PoolError(f"pool {pool!r}: {item.state}/{item.png} is not a readable image ({exc})") from None
+    return png
+
+
+def _kept_files_remote(base, pool: str) -> tuple[list[tuple[str, bytes]], int]:
+    from ..storage import s3pools
+
+    files = []
+    kept = s3pools.items(base, pool, POOL_KEPT)
+    for item, _size, caption in kept:
+        files.append((f"{item.name}.png", _checked_png(pool, item, s3pools.read_item_png(base, pool, item))))
+        if caption is not None:
+            files.append((f"{item.name}.txt", caption.encode("utf-8")))
+    return files, len(kept)
+
+
+def _kept_files(base, pool: str) -> tuple[list[tuple[str, bytes]], int]:
+    with pools.opened(base, pool) as found:
+        items = found.in_state(POOL_KEPT)
+        files = []
+        for item in items:
+            files.append((f"{item.name}.png", _checked_png(pool, item, pools._read_file(found, item.state, item.png))))
+            caption = pools.read_caption(found, item)
+            if caption is not None:
+                files.append((f"{item.name}.txt", caption.encode("utf-8")))
+        return files, len(items)
 
 
 def cmd_rm(base: Path, args) -> int:
@@ -252,7 +283,7 @@ def cmd_rm(base: Path, args) -> int:
                                          + (f" (removed {', '.join(result.moved)})" if result.moved else ""))
         print(f"removed {', '.join(result.moved)}")
         return EXIT_OK
-    counts = pools.scan(base, args.pool).counts()
+    counts = pools.pool_counts(base, args.pool)
     if counts[POOL_KEPT] and not args.force:
         raise CliError(EXIT_WOULD_OVERWRITE, f"pool {args.pool!r} holds {counts[POOL_KEPT]} kept item(s); "
                                              "pass --force to delete it anyway")
@@ -273,7 +304,7 @@ def run(argv: list[str] | None = None) -> int:
         pools.validate_pool_id(args.pool)  # before anything is looked up, read or written
     for name in getattr(args, "names", None) or ():
         pools.validate_item_name(name)
-    base = resolve_input_dir(args.input_dir, f"{POOL_DIR_NAME}/") / POOL_DIR_NAME
+    base = store_base(args.input_dir, POOL_DIR_NAME)
     return COMMANDS[args.command](base, args)
 
 

@@ -25,6 +25,7 @@ from ..constants import (
 )
 from ..pause import GATES, GateBus
 from ..previews import remove_previews, save_previews
+from ..storage import is_remote
 from ..timeouts import parse_on_timeout, parse_timeout, timeout_inputs
 from ..waiting import status_ui, waiting
 from .pool_add import status, tell
@@ -162,10 +163,18 @@ class GridPoolGate:
                                     f"rejected {counts['rejected']})", reason="empty", paused=False, counts=counts))
             return {"ui": ui, "result": (blocker,) * 4}
 
-        shown = Shown([item.name for item in page.items], [item.pixels for item in page.items],
-                      [item.caption for item in page.items], [pool_view(pool, item.file) for item in page.items])
-        keep, notes = self._pause(comfy, shown, unique_id, prompt_id, source=SOURCE_POOL, pool=pool,
-                                  pending=page.pending, page_size=page_size, where=where, **waits)
+        pixels = [item.pixels for item in page.items]
+        # ComfyUI's /view serves the input folder only: items on an object store are shown from temp copies.
+        remote = is_remote(base)
+        fulls = save_previews(pixels, comfy.temp_directory()) if remote \
+            else [pool_view(pool, item.file) for item in page.items]
+        shown = Shown([item.name for item in page.items], pixels, [item.caption for item in page.items], fulls)
+        try:
+            keep, notes = self._pause(comfy, shown, unique_id, prompt_id, source=SOURCE_POOL, pool=pool,
+                                      pending=page.pending, page_size=page_size, where=where, **waits)
+        finally:
+            if remote:
+                remove_previews(fulls, comfy.temp_directory())
         if keep is None:  # timed out with on_timeout block: nothing moves, every output is blocked
             return {"ui": status_ui(*notes), "result": (blocker,) * 4}
         kept_names = [shown.names[i] for i in keep]
