@@ -145,6 +145,8 @@ def test_a_gate_in_a_subgraph_is_marked_on_its_subgraph_node_and_answered_from_t
     waiting = wait_item(page, entry["token"])
     assert "Image Gate" in waiting.locator("h3").inner_text()
     waiting.locator("img.dsg-img").first.wait_for(state="visible")
+    # Its routes leave the subgraph: the buttons name the nodes they reach outside it.
+    assert waiting.locator(".dsg-route-label").all_inner_texts() == ["Approved", "Needs inpaint"]
     wait_marker(page, frontend, host)
     maybe_save(page, frontend, "subgraph_waiting.png")
 
@@ -176,6 +178,7 @@ def test_a_gate_two_subgraphs_deep_is_answered_on_its_node_after_the_jump(
         page.wait_for_selector(f".dsg-gate[data-execution-id='{entry['node_id']}'][data-state='waiting']"
                                f"[data-token='{entry['token']}']", timeout=15_000)
         node_panel.locator("img.dsg-img").first.wait_for(state="visible")
+        assert node_panel.locator(".dsg-route-label").all_inner_texts() == ["Approved", "Needs inpaint"]
         # On screen in its node: the panel's own copy steps back.
         item(page, entry["token"]).wait_for(state="hidden", timeout=15_000)
         node_panel.locator("button[data-route='2']").click()

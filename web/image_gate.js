@@ -55,14 +55,28 @@ function entryOf(node) {
     return tracker.find((entry) => locate(app, entry)?.node === node);
 }
 
-function routeLabel(node, route) {
+/**
+ * The title of the node route `route` of the gate leads to, or "". A gate inside a subgraph may be wired
+ * to the subgraph's output (a link to no node of its graph): the route then continues from the
+ * subgraph node outside, so `hosts` (the subgraph nodes from the top down that hold the gate) are
+ * followed outwards.
+ */
+function routeLabel(node, route, hosts = locate(app, entryOf(node))?.hosts ?? []) {
     const output = node.outputs?.find((slot) => slot.name === `route_${route}`);
+    return linkTargetTitle(node, output, hosts);
+}
+
+function linkTargetTitle(node, output, hosts) {
     const linkId = output?.links?.[0];
-    if (linkId === undefined) return "";
+    if (linkId === undefined || linkId === null) return "";
     const graph = node.graph ?? app.graph; // a subgraph's links are its own
     const link = graph?.links?.get?.(linkId) ?? graph?.links?.[linkId];
-    const target = link ? graph.getNodeById(link.target_id) : null;
-    return target?.title ?? "";
+    if (!link) return "";
+    const target = graph.getNodeById(link.target_id);
+    if (target) return target.title ?? "";
+    const host = hosts.at(-1);
+    if (!host) return "";
+    return linkTargetTitle(host, host.outputs?.[link.target_slot], hosts.slice(0, -1));
 }
 
 /** Show on `node` what the server says about it: its pending entry, or idle. */
@@ -96,7 +110,7 @@ waitingGates.addKind(KIND, {
             onCancel: () => answerFromPanel(tracker, panel, panel.entry, ROUTE_CANCEL, {}),
             onPickSlot: () => {},
             onOpenPicker: () => {},
-            routeLabel: (route) => (found ? routeLabel(found.node, route) : ""),
+            routeLabel: (route) => (found ? routeLabel(found.node, route, found.hosts) : ""),
             apiURL: (path) => api.apiURL(path),
         });
         panel.slotPicker.element.style.display = "none"; // get_id is the node's setting, not this pause's
