@@ -301,8 +301,22 @@ def _still_a_slot(key: str, bus_id: str) -> bool:
         if _holding_an_image(key, [bus_id]):
             return True
         if _lstat(slot) is not None:
-            return False  # there, and no image in it
+            return _holds_an_image_when_still(key, slot)
     return True  # in and out on every look: a slot being published over and over
+
+
+def _holds_an_image_when_still(key: str, slot: Path) -> bool:
+    """A folder seen there, then not seen holding an image: emptied by hand, or a whole swap went by
+    between the two looks (the old folder moved aside, the new one moved in). Without an atomic
+    exchange, look once more while holding the slot's lock, when no swap is between its renames.
+    (A reader that cannot take the lock, say on a read-only folder, answers from what it saw.)"""
+    if _can_exchange(slot.parent):
+        return False  # the folder is never missing its image mid-swap there: it was emptied
+    try:
+        with _swap_lock(slot):
+            return bool(_holding_an_image(key, [slot.name]))
+    except OSError:
+        return False
 
 
 def _relisted(previous: _Listing | None, stamp, names: list[str], now: int) -> _Listing:
