@@ -111,6 +111,16 @@ def validate_pool_id(pool) -> str:
         raise PoolIdError(str(exc).replace("slot id", "pool id", 1)) from None
 
 
+def pool_id_problem(pool) -> str | None:
+    """Why `pool` is not a valid pool id (the message names it), or None: what a node's VALIDATE_INPUTS
+    answers when a prompt is queued."""
+    try:
+        validate_pool_id(pool)
+    except PoolIdError as exc:
+        return str(exc)
+    return None
+
+
 def validate_item_name(name) -> str:
     try:
         return imagebus.validate_id(name)

@@ -119,11 +119,7 @@ class GridPoolGate:
         # input this method takes.
         if pool is None or pool == "":
             return True  # linked (checked in run), or unused because images is wired
-        try:
-            pools.validate_pool_id(pool)
-        except pools.PoolIdError as exc:
-            return str(exc)
-        return True
+        return pools.pool_id_problem(pool) or True
 
     @classmethod
     def IS_CHANGED(cls, **_kwargs):

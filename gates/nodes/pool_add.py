@@ -80,11 +80,7 @@ class AddToImagePool:
         """Refuse a bad pool id when the prompt is queued; a linked id (None here) is checked in run()."""
         if pool is None:
             return True
-        try:
-            pools.validate_pool_id(pool)
-        except pools.PoolIdError as exc:
-            return str(exc)
-        return True
+        return pools.pool_id_problem(pool) or True
 
     @classmethod
     def IS_CHANGED(cls, **_kwargs):
