@@ -28,6 +28,7 @@ from browser_helpers import (
     workflow_clip,
 )
 from comfy_server import REPO_ROOT, status_messages
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 pytestmark = pytest.mark.browser
 
@@ -99,6 +100,32 @@ def open_node_help(page) -> None:
     info.first.click()
 
 
+def open_node_search(page, canvas_point: list[int]) -> None:
+    """Double click the empty canvas at canvas_point and wait until the node search's input has the focus.
+
+    On a loaded machine the first double click can land while the canvas is still busy, and keys typed
+    before the dialog has mounted and focused its input go nowhere: so wait for the focus, not a fixed time.
+    """
+    assert page.evaluate("p => window.app.graph.getNodeOnPos(p[0], p[1]) === null", canvas_point), (
+        f"canvas point {canvas_point} is on a node, not on the empty canvas"
+    )
+    # The search box differs between frontends (1.27's PrimeVue dialog, the newest's v1 or v2 box):
+    # what they share is a text input, in a dialog or search region, that takes the focus.
+    search_has_focus = """() => {
+        const input = document.activeElement;
+        return input?.tagName === 'INPUT' && input.closest("[role='search'], [role='dialog']") != null;
+    }"""
+    for _attempt in range(3):
+        x, y = page.evaluate("point => window.app.canvasPosToClientPos(point)", canvas_point)
+        page.mouse.dblclick(x, y)
+        try:
+            page.wait_for_function(search_has_focus, timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError("a double click on the empty canvas opened no focused node search box, three times")
+
+
 def shoot(page, path: Path, **options) -> Path:
     page.screenshot(path=str(path), **options)
     assert path.stat().st_size > 10_000
@@ -141,9 +168,7 @@ def test_a_chinese_frontend_shows_the_node_and_its_help_in_chinese(server, front
         assert node.get_by_text(title, exact=True).first.is_visible()
 
     # The node search (double click on the empty canvas) finds it by its Chinese name.
-    x, y = page.evaluate("point => window.app.canvasPosToClientPos(point)", [300, 700])
-    page.mouse.dblclick(x, y)
-    page.wait_for_timeout(500)
+    open_node_search(page, [300, 700])
     page.keyboard.type("闸门")
     result = page.locator("[role='option']", has_text=title).first
     result.wait_for(timeout=10_000)
