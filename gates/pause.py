@@ -85,6 +85,11 @@ class Pause:
     notes: list = field(default_factory=list)
     decided: threading.Event = field(default_factory=threading.Event)
 
+    @property
+    def workflow_id(self) -> str | None:
+        """The id of the workflow that queued this pause (see origin.py), or None."""
+        return self.details.get("workflow_id")
+
     def entry(self) -> dict:
         """The public JSON form served by /pending and sent with the preview event."""
         return {

@@ -31,15 +31,17 @@ GATE_NAMES = {"image": "Image Gate", "grid": "Grid Pool Gate", "text": "Text Gat
 
 
 def say(comfy, node_id, prompt_id, kind: str, reason: str, text: str, level: int = logging.INFO,
-        tell: bool = True, **extra) -> dict:
+        tell: bool = True, workflow_id: str | None = None, **extra) -> dict:
     """Log `text` once, show it on the node in every tab (EVENT_GATE_STATUS, unless `tell` is false:
     then the caller sends it); the entry.
 
     `reason` and the fields in `extra` let the browser word it in its own language; `text` is the
-    English sentence for the log and /history.
+    English sentence for the log and /history. `workflow_id` (origin.py) lets a page show it only on
+    the node of the workflow that queued the run, at any depth of subgraphs, not on any node of that id.
     """
     entry = {"node_id": None if node_id is None else str(node_id), "prompt_id": prompt_id, "kind": kind,
-             "reason": reason, "text": text, "level": logging.getLevelName(level).lower(), **extra}
+             "workflow_id": workflow_id, "reason": reason, "text": text,
+             "level": logging.getLevelName(level).lower(), **extra}
     log.log(level, "%s %s: %s", GATE_NAMES.get(kind, kind), entry["node_id"], text)
     if tell:
         comfy.broadcast(EVENT_GATE_STATUS, entry)
@@ -71,8 +73,8 @@ def waiting(bus: GateBus, comfy, pause: Pause, resolved: Callable[[Pause], dict]
         if pause.timed_out:
             # Told after the resolved event, so a panel that goes idle on it then shows why.
             pause.notes.append(say(comfy, pause.node_id, pause.prompt_id, pause.kind, "timed_out",
-                                   describe(pause.timeout, on_timeout), tell=False, timeout=pause.timeout,
-                                   on_timeout=on_timeout))
+                                   describe(pause.timeout, on_timeout), tell=False, workflow_id=pause.workflow_id,
+                                   timeout=pause.timeout, on_timeout=on_timeout))
             if on_timeout == ON_TIMEOUT_CANCEL:
                 raise comfy.interrupted_exception()
         yield pause

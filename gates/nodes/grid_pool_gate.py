@@ -33,6 +33,13 @@ from .pool_add import status, tell
 log = logging.getLogger("datasete_gates")
 
 
+def report(comfy, where: dict, node_id, prompt_id, pool: str, text: str, **extra) -> dict:
+    """Tell what the grid node did (log, every tab, the history), naming the workflow that queued the
+    run (`where`, from origin.origin) beside the node id, so a page shows it on that node only."""
+    return tell(comfy, status(node_id, prompt_id, pool, "grid", text, workflow_id=where["workflow_id"],
+                              **extra))
+
+
 def clamp_page_size(page_size) -> int:
     return max(1, min(int(page_size), GRID_PAGE_SIZE_MAX))
 
@@ -140,8 +147,8 @@ class GridPoolGate:
         if images is not None:
             return self._run_batch(comfy, images, page_size, unique_id, prompt_id, blocker, waits, where)
         if pool is None or pool == "":
-            ui = tell(comfy, status(unique_id, prompt_id, "", "grid", "no pool given and no images wired: "
-                                    "nothing to review", reason="no_pool", paused=False))
+            ui = report(comfy, where, unique_id, prompt_id, "", "no pool given and no images wired: nothing to review",
+                        reason="no_pool", paused=False)
             return {"ui": ui, "result": (blocker,) * 4}
         pools.validate_pool_id(pool)
         base = comfy.gate_pool_base()
@@ -149,14 +156,14 @@ class GridPoolGate:
         try:
             page = pools.pending_page(base, pool, page_size)
         except pools.PoolNotFound:
-            ui = tell(comfy, status(unique_id, prompt_id, pool, "grid", f"pool {pool!r} does not exist",
-                                    reason="missing", paused=False))
+            ui = report(comfy, where, unique_id, prompt_id, pool, f"pool {pool!r} does not exist",
+                        reason="missing", paused=False)
             return {"ui": ui, "result": (blocker,) * 4}
         if not page.items:
             counts = page.counts
-            ui = tell(comfy, status(unique_id, prompt_id, pool, "grid",
-                                    f"pool {pool!r} has nothing pending (kept {counts['kept']}, "
-                                    f"rejected {counts['rejected']})", reason="empty", paused=False, counts=counts))
+            ui = report(comfy, where, unique_id, prompt_id, pool,
+                        f"pool {pool!r} has nothing pending (kept {counts['kept']}, rejected {counts['rejected']})",
+                        reason="empty", paused=False, counts=counts)
             return {"ui": ui, "result": (blocker,) * 4}
 
         pixels = [item.pixels for item in page.items]
@@ -185,9 +192,9 @@ class GridPoolGate:
         counts = moved.counts
         text = (f"kept {len(kept)} of {len(shown.names)} · pool: pending {counts['pending']} · "
                 f"kept {counts['kept']} · rejected {counts['rejected']}")
-        ui = tell(comfy, status(unique_id, prompt_id, pool, "grid", timed_out_prefix(notes) + text, reason="decided",
-                                paused=True, counts=counts, kept=[shown.names[i] for i in kept],
-                                shown=len(shown.names), **timed_out_fields(notes)))
+        ui = report(comfy, where, unique_id, prompt_id, pool, timed_out_prefix(notes) + text, reason="decided",
+                    paused=True, counts=counts, kept=[shown.names[i] for i in kept], shown=len(shown.names),
+                    **timed_out_fields(notes))
         ui.update(status_ui(*notes))
 
         def image(index):
@@ -222,10 +229,9 @@ class GridPoolGate:
             kept += [start + i for i in keep]
         chosen = set(kept)
         rejected = [i for i in range(total) if i not in chosen]
-        ui = tell(comfy, status(unique_id, prompt_id, "", "grid",
-                                timed_out_prefix(notes) + f"kept {len(kept)} of {total} frames",
-                                reason="batch_decided", paused=True, kept_count=len(kept), shown=total,
-                                **timed_out_fields(notes)))
+        ui = report(comfy, where, unique_id, prompt_id, "",
+                    timed_out_prefix(notes) + f"kept {len(kept)} of {total} frames", reason="batch_decided",
+                    paused=True, kept_count=len(kept), shown=total, **timed_out_fields(notes))
         ui.update(status_ui(*notes))
         outputs = self._outputs(blocker, [images[i:i + 1] for i in kept], [""] * len(kept),
                                 [images[i:i + 1] for i in rejected], [f"frame_{i:04d}" for i in kept])

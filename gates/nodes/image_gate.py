@@ -280,7 +280,7 @@ class ImageGate:
             # Not an error (a first run before anything was published), but never silent.
             reason, text = nothing_to_gate(get_id)
             note = say(comfy, unique_id, comfy.current_prompt_id(), KIND_IMAGE, reason, text, logging.WARNING,
-                       slot=get_id or None)
+                       workflow_id=origin.workflow_id(extra_pnginfo), slot=get_id or None)
             return {"ui": status_ui(note), "result": (blocker,) * (1 + MAX_ROUTES)}
         source, slot = (SOURCE_BUS, get_id) if from_bus else (SOURCE_INPUT, None)
 
@@ -330,7 +330,8 @@ class ImageGate:
                         publish_error = str(exc) if isinstance(exc, imagebus.SlotError) else (
                             f"slot {send_id!r}: could not publish: {exc.strerror or exc}")
                         notes.append(say(comfy, unique_id, pause.prompt_id, KIND_IMAGE, "publish_failed",
-                                         publish_error, logging.ERROR, slot=send_id))
+                                         publish_error, logging.ERROR, workflow_id=pause.workflow_id,
+                                         slot=send_id))
         finally:
             remove_previews(previews, temp)
         result = (mask,) + route_tuple(pause.route - 1, image, blocker, MAX_ROUTES)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from .. import imaging, pools
+from .. import imaging, origin, pools
 from ..constants import CATEGORY, EVENT_POOL_STATUS
 
 log = logging.getLogger("datasete_gates")
@@ -15,14 +15,15 @@ log = logging.getLogger("datasete_gates")
 UI_KEY = "datasete_pool"
 
 
-def status(node_id, prompt_id, pool: str, kind: str, text: str, **extra) -> dict:
+def status(node_id, prompt_id, pool: str, kind: str, text: str, workflow_id: str | None = None, **extra) -> dict:
     """What a pool node tells the browser (the event) and the history (its UI output).
 
     `text` is the English sentence for the log and the history; `reason` and the numbers beside it let
-    the browser say the same in the frontend's language.
+    the browser say the same in the frontend's language. `workflow_id` (origin.py) keeps it on the node
+    of the workflow that queued the run, not on another workflow's node of the same id.
     """
     return {"node_id": None if node_id is None else str(node_id), "prompt_id": prompt_id, "pool": pool,
-            "kind": kind, "text": text, **extra}
+            "kind": kind, "workflow_id": workflow_id, "text": text, **extra}
 
 
 def tell(comfy, entry: dict) -> dict:
@@ -72,7 +73,7 @@ class AddToImagePool:
                     "tooltip": "Skip a frame whose pixels are already in the pool (pending, kept or rejected), "
                                "or earlier in this batch."}),
             },
-            "hidden": {"unique_id": "UNIQUE_ID"},
+            "hidden": {"unique_id": "UNIQUE_ID", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
     @classmethod
@@ -88,7 +89,7 @@ class AddToImagePool:
         # equals itself and the node would be served from the cache.
         return float("nan")  # it writes to disk and reports the pool's counts: run it every time
 
-    def run(self, images, pool, captions="", skip_duplicates=True, unique_id=None):
+    def run(self, images, pool, captions="", skip_duplicates=True, unique_id=None, extra_pnginfo=None):
         from .. import gates_compat as comfy
 
         pools.validate_pool_id(pool)
@@ -99,7 +100,8 @@ class AddToImagePool:
         result = pools.add_frames(base, pool, frames, per_frame, bool(skip_duplicates))
         for problem in result.unreadable:
             log.warning("Add to Image Pool: could not check for duplicates: %s", problem)
-        entry = status(unique_id, comfy.current_prompt_id(), pool, "add", result.summary(), reason="added",
+        entry = status(unique_id, comfy.current_prompt_id(), pool, "add", result.summary(),
+                       workflow_id=origin.workflow_id(extra_pnginfo), reason="added",
                        counts=result.counts, added=result.added, duplicates=len(result.duplicates))
         ui = tell(comfy, entry)
         return {"ui": ui, "result": (images, len(result.added), result.counts["pending"])}

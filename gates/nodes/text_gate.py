@@ -141,7 +141,7 @@ class TextGate:
                         if pause.timed_out:
                             # Nobody is there to pause again for: pass the text on and say so.
                             notes.append(say(comfy, unique_id, pause.prompt_id, KIND_TEXT, "write_failed", error,
-                                             logging.ERROR, file=target[0]))
+                                             logging.ERROR, workflow_id=pause.workflow_id, file=target[0]))
                             break
                         # The person's edit must not be lost: pause again with it and the reason.
                         details = {**details, "text": answer["text"],
