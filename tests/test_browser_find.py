@@ -9,6 +9,7 @@ docs/waiting_panel.png.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import time
@@ -187,6 +188,22 @@ def test_a_gate_two_subgraphs_deep_is_answered_on_its_node_after_the_jump(
         item(page, entry["token"]).locator("button[data-route='2']").click()
     done(browser_server, entry)
     item(page, entry["token"]).wait_for(state="detached")
+
+    if frontend.nodes_show_dom_widgets:
+        # What the gate says without pausing shows on this node too, two subgraphs down: with its image's
+        # source muted and a get_id that names no slot, "slot '…' not found: nothing to gate".
+        slot = f"never_published_{uuid.uuid4().hex[:8]}"
+        page.evaluate("""([id, slot]) => {
+            window.app.canvas.graph.getNodeById(id).widgets.find(w => w.name === 'get_id').value = slot;
+            window.app.graph.nodes.find(n => n.type === 'ImageCompositeMasked').mode = 2;  // muted
+        }""", [GATE_NODE_ID, slot])
+        queue_from_page(page)
+        page.wait_for_function(
+            """([id, text]) => [...document.querySelectorAll(`.dsg-gate[data-node-id='${id}'] .dsg-last`)]
+                .some(el => el.offsetParent !== null && el.textContent === text)""",
+            arg=[GATE_NODE_ID, f"slot '{slot}' not found: nothing to gate"], timeout=30_000)
+        [run] = [run for run in browser_server.get_json("/history").values() if slot in json.dumps(run["outputs"])]
+        done(browser_server, {"prompt_id": run["prompt"][1]})
 
 
 # --- the right pause on the right node ---------------------------------------------------------------

@@ -1,8 +1,11 @@
 // What a gate did that was not a person's choice, in the frontend's language: a timeout's outcome,
 // a get_id that named no slot, a publish or caption write that failed. The server sends these as
-// `datasete_gate.gate_status` {node_id, kind, reason, text, ...}; `text` is the English fallback.
+// `datasete_gate.gate_status` {node_id, workflow_id, kind, reason, text, ...}; `text` is the English
+// fallback.
 
+import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { locate } from "./graph_locate.js";
 import { t } from "./i18n.js";
 
 const EVENT_GATE_STATUS = "datasete_gate.gate_status";
@@ -31,11 +34,15 @@ export function statusText(detail) {
     }
 }
 
-/** Call `show(nodeId, text, detail)` for every status of gates of `kind`; call once, from setup(). */
+/**
+ * Call `show(node, text, detail)` for every status of gates of `kind`; call once, from setup(). `node` is
+ * the gate's node in the workflow open on this page, at any depth of subgraphs (graph_locate.js), or
+ * null when the workflow that queued the run is not the one open here or has no such node.
+ */
 export function onGateStatus(kind, show) {
     api.addEventListener(EVENT_GATE_STATUS, ({ detail }) => {
         if (detail && detail.kind === kind && detail.node_id !== null && detail.node_id !== undefined) {
-            show(String(detail.node_id), statusText(detail), detail);
+            show(locate(app, detail)?.node ?? null, statusText(detail), detail);
         }
     });
 }

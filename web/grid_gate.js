@@ -15,7 +15,7 @@ import { GridPanel } from "./grid_panel.js";
 import { t } from "./i18n.js";
 import { onGateStatus, statusText as gateStatusText, timedOutText } from "./gate_status.js";
 import { addPanelWidget, chainCallback, isNodeOf, loadStylesheets, soleSelected } from "./node_glue.js";
-import { allNodes, locate, locateId } from "./graph_locate.js";
+import { allNodes, locate, openWorkflowId } from "./graph_locate.js";
 import { answerFromPanel, isTyping, PauseTracker, ROUTE_CANCEL, ROUTE_CHOOSE } from "./pause_client.js";
 
 const GRID_CLASS = "DataseteGridPoolGate";
@@ -30,8 +30,9 @@ const ADD_MIN_WIDTH = 340;
 
 const gridPanels = new WeakMap(); // node -> GridPanel
 const addPanels = new WeakMap(); // node -> { element, picker, status }
-const notes = new Map(); // node_id -> the last status text the server sent for it
-const statusCount = new Map(); // node_id -> how many status events came for it
+// Keyed by noteKey(workflow id, execution id): node ids repeat across workflows and subgraphs.
+const notes = new Map(); // -> the last status text the server sent for that node
+const statusCount = new Map(); // -> how many status events came for it
 let poolIds = [];
 let poolLabels = new Map();
 
@@ -46,9 +47,14 @@ function isGrid(node) {
     return isNodeOf(node, GRID_CLASS);
 }
 
-/** The node of an execution id ("5", or "12:5" inside a subgraph) in the open workflow. */
-function nodeById(nodeId) {
-    return locateId(app, nodeId)?.node ?? null;
+/** The key of a node's notes: the workflow that queued its run ("" when a script did) and its execution id. */
+function noteKey(workflowId, executionId) {
+    return `${workflowId ?? ""}|${executionId}`;
+}
+
+/** The last status said for a node of the open workflow's top level (queued from it, or by a script). */
+function noteOf(node) {
+    return notes.get(noteKey(openWorkflowId(app), node.id)) ?? notes.get(noteKey(null, node.id));
 }
 
 /** The grid nodes of the open workflow, inside subgraphs too. */
@@ -74,7 +80,7 @@ function syncGrid(node, note = "") {
         panel.showPause(entry);
     } else {
         if (panel.waiting || note) panel.showIdle(note);
-        if (!note) panel.setNote(notes.get(String(node.id)) ?? "");
+        if (!note) panel.setNote(noteOf(node) ?? "");
     }
     node.setDirtyCanvas?.(true, true);
     waitingGates.reconcileSoon();
@@ -91,7 +97,8 @@ function selectNode(node) {
 async function answer(node, path, body, doneNote) {
     const panel = gridPanels.get(node);
     if (!panel) return;
-    const key = String(node.id);
+    // The server names the node as the pause did: by the workflow that queued it and its execution id.
+    const key = noteKey(panel.entry?.workflow_id, panel.entry?.node_id ?? node.id);
     const statusesBefore = statusCount.get(key) ?? 0;
     const result = await answerFromPanel(tracker, panel, panel.entry, path, body);
     if (result.ok && doneNote && !panel.waiting) {
@@ -204,14 +211,14 @@ function poolStatusText(detail) {
 
 function onStatus(detail) {
     if (!detail || detail.node_id === null || detail.node_id === undefined) return;
-    const key = String(detail.node_id);
+    const key = noteKey(detail.workflow_id, detail.node_id);
     const text = statusText(detail);
     notes.set(key, text);
     statusCount.set(key, (statusCount.get(key) ?? 0) + 1);
-    const node = nodeById(key);
+    const node = locate(app, detail)?.node ?? null; // not another workflow's node of the same id
     if (node && gridPanels.has(node) && !gridPanels.get(node).waiting) gridPanels.get(node).setNote(text);
     if (node && addPanels.has(node)) {
-        addPanels.get(node).element.dataset.nodeId = key;
+        addPanels.get(node).element.dataset.nodeId = String(detail.node_id);
         addPanels.get(node).status.textContent = text;
     }
     waitingGates.reconcileSoon();
@@ -334,7 +341,7 @@ app.registerExtension({
         for (const node of addNodes()) {
             addPanels.get(node).element.dataset.nodeId = String(node.id);
             showPools(node);
-            const note = notes.get(String(node.id));
+            const note = noteOf(node);
             if (note) addPanels.get(node).status.textContent = note;
         }
     },

@@ -319,8 +319,7 @@ app.registerExtension({
         });
         api.addEventListener("reconnected", () => refreshSlots());
         // "slot 'x' not found: nothing to gate", a timeout: shown on the node like a decision.
-        onGateStatus("image", (key, text) => {
-            const node = app.graph?.getNodeById?.(key);
+        onGateStatus("image", (node, text) => {
             if (!isGate(node) || !panels.has(node)) return;
             lastDecisions.set(node, text);
             panels.get(node).setLastDecision(text);

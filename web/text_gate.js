@@ -145,8 +145,7 @@ app.registerExtension({
         loadStylesheets("./image_gate.css", "./text_gate.css");
         window.addEventListener("keydown", onKeyDown, { capture: true });
         // A timeout's outcome, a caption that could not be written: said on the idle node.
-        onGateStatus(KIND, (key, text) => {
-            const node = app.graph?.getNodeById?.(key);
+        onGateStatus(KIND, (node, text) => {
             if (isTextGate(node) && panels.has(node) && !panels.get(node).waiting) panels.get(node).showIdle(text);
         });
         await tracker.listen();
