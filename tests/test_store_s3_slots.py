@@ -47,19 +47,39 @@ def test_a_commit_that_loses_the_race_commits_on_top(s3_store, monkeypatch):
     """Another server's pointer goes in between our read and our conditional write: ours retries."""
     base = s3_store.child(BUS_DIR_NAME)
     slots.bus_write(base, "cp", np.full((1, 4, 4, 3), 1, np.uint8), None)
-    real = s3slots._read_pointer_lenient
+    real = s3slots._read_pointer
     calls = []
 
-    def racing(store, base_, bus_id):
-        pointer, etag = real(store, base_, bus_id)
-        if not calls:
+    def racing(store, base_, bus_id, lenient=False):
+        pointer, etag = real(store, base_, bus_id, lenient)
+        if lenient and not calls:  # the commit's read: the other server publishes right after it
             calls.append(1)
-            monkeypatch.setattr(s3slots, "_read_pointer_lenient", real)
+            monkeypatch.setattr(s3slots, "_read_pointer", real)
             slots.bus_write(base, "cp", np.full((1, 4, 4, 3), 2, np.uint8), None)  # the other server
         return pointer, etag
 
-    monkeypatch.setattr(s3slots, "_read_pointer_lenient", racing)
+    monkeypatch.setattr(s3slots, "_read_pointer", racing)
     slots.bus_write(base, "cp", np.full((1, 4, 4, 3), 3, np.uint8), None)
     assert calls and int(slots.bus_read(base, "cp").frames[0, 0, 0, 0]) == 3
     store = objects.store_for(base)
     assert len({key.split("/")[-2] for key in keys(store, s3slots.version_prefix(base, "cp"))}) == 1
+
+
+def test_a_bad_pointer_fails_a_read_by_name_and_is_replaced_by_the_next_publish(s3_store):
+    """A pointer written by hand or by something else (not JSON, or JSON that is no slot pointer): a read
+    names the slot and the pointer; a publish or a delete replaces it, never trips over it."""
+    base = s3_store.child(BUS_DIR_NAME)
+    store = objects.store_for(base)
+    for bad in (b"\xff not json", b"[1, 2]", b'{"files": {"image.png": 4}}', b'{"format": 1, "files": {}}'):
+        store.put(s3slots.head_key(base, "cp"), bad)
+        try:
+            slots.bus_read(base, "cp")
+        except imagebus.SlotError as exc:
+            assert "'cp'" in str(exc) and s3slots.head_key(base, "cp") in str(exc)
+        else:
+            raise AssertionError(f"a read of the bad pointer {bad!r} did not fail")
+        slots.bus_write(base, "cp", np.full((1, 4, 4, 3), 5, np.uint8), None)
+        assert int(slots.bus_read(base, "cp").frames[0, 0, 0, 0]) == 5
+    store.put(s3slots.head_key(base, "cp"), b'{"files": {"image.png": 4}}')
+    assert s3slots.delete_id(base, "cp") is True
+    assert imagebus.list_ids(base) == []

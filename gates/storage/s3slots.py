@@ -65,19 +65,31 @@ def slot_url(base: ObjectLocation, bus_id: str) -> str:
     return f"s3://{base.bucket}/{head_key(base, bus_id)}"
 
 
-def _read_pointer(store, base, bus_id):
+def _parse_pointer(raw: bytes) -> dict:
+    """A slot pointer from its JSON bytes; ValueError when they hold none."""
+    pointer = json.loads(raw.decode("utf-8"))  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    if not isinstance(pointer, dict) or pointer.get("format") != POINTER_FORMAT \
+            or not isinstance(pointer.get("files"), dict) or not isinstance(pointer.get("version"), str):
+        raise ValueError("not a slot pointer")
+    return pointer
+
+
+def _read_pointer(store, base, bus_id, lenient: bool = False):
+    """The slot's pointer and its etag ((None, None) without one).
+
+    A bad pointer fails the read with SlotError, or, when `lenient` (a commit about to replace it, whose
+    write its etag still guards), reads as (None, etag).
+    """
     found = store.get(head_key(base, bus_id))
     if found is None:
         return None, None
     raw, etag = found
     try:
-        pointer = json.loads(raw.decode("utf-8"))
-        if pointer.get("format") != POINTER_FORMAT or not isinstance(pointer.get("files"), dict) \
-                or not isinstance(pointer.get("version"), str):
-            raise ValueError("not a slot pointer")
-    except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+        return _parse_pointer(raw), etag
+    except ValueError as exc:
+        if lenient:
+            return None, etag
         raise imagebus.SlotError(f"slot {bus_id!r}: its pointer {head_key(base, bus_id)} is bad: {exc}") from None
-    return pointer, etag
 
 
 def publish(base: ObjectLocation, bus_id: str, files: dict[str, bytes]) -> dict:
@@ -97,7 +109,7 @@ def publish(base: ObjectLocation, bus_id: str, files: dict[str, bytes]) -> dict:
     except BaseException:
         store.delete([prefix + name for name in files])  # never reachable: take it back now
         raise
-    if previous is not None and previous.get("version") != version:
+    if previous is not None and previous["version"] != version:
         store.delete([version_prefix(base, bus_id, previous["version"]) + name for name in previous["files"]])
     return pointer
 
@@ -105,7 +117,7 @@ def publish(base: ObjectLocation, bus_id: str, files: dict[str, bytes]) -> dict:
 def _commit(store, base, bus_id, body: bytes) -> dict | None:
     """Write the pointer over the one read just before; on losing a race, read again and retry."""
     for _ in range(COMMIT_RETRIES):
-        previous, etag = _read_pointer_lenient(store, base, bus_id)
+        previous, etag = _read_pointer(store, base, bus_id, lenient=True)
         try:
             if etag is None:
                 store.put(head_key(base, bus_id), body, if_none_match=True, content_type="application/json")
@@ -115,21 +127,6 @@ def _commit(store, base, bus_id, body: bytes) -> dict | None:
         except Conflict:
             continue
     raise imagebus.SlotError(f"slot {bus_id!r}: could not commit the new version (too much contention)")
-
-
-def _read_pointer_lenient(store, base, bus_id):
-    """The pointer and its etag; a bad pointer is replaced (its etag still guards the write)."""
-    found = store.get(head_key(base, bus_id))
-    if found is None:
-        return None, None
-    raw, etag = found
-    try:
-        pointer = json.loads(raw.decode("utf-8"))
-        if not isinstance(pointer, dict) or not isinstance(pointer.get("files"), dict):
-            pointer = None
-    except (ValueError, UnicodeDecodeError):
-        pointer = None
-    return pointer, etag
 
 
 class RemoteSlotReader:
@@ -202,12 +199,12 @@ def delete_id(base: ObjectLocation, bus_id: str) -> bool:
     """Remove the pointer (readers see the slot gone at once), then its version's files."""
     imagebus.validate_id(bus_id)
     store = store_for(base)
-    pointer, etag = _read_pointer_lenient(store, base, bus_id)
+    pointer, etag = _read_pointer(store, base, bus_id, lenient=True)
     if etag is None:
         return False
     store.delete([head_key(base, bus_id)])
     if pointer is not None:
-        store.delete([version_prefix(base, bus_id, pointer.get("version", "")) + name for name in pointer["files"]])
+        store.delete([version_prefix(base, bus_id, pointer["version"]) + name for name in pointer["files"]])
     return True
 
 
@@ -229,8 +226,8 @@ def sweep(base: ObjectLocation) -> int:
         if version_age(version, now) < STALE_VERSION_SECONDS:
             continue
         if bus_id not in current:
-            pointer, _ = _read_pointer_lenient(store, base, bus_id) if imagebus.is_valid_id(bus_id) else (None, None)
-            current[bus_id] = None if pointer is None else pointer.get("version")
+            pointer = _read_pointer(store, base, bus_id, lenient=True)[0] if imagebus.is_valid_id(bus_id) else None
+            current[bus_id] = None if pointer is None else pointer["version"]
         if current[bus_id] == version:
             continue
         doomed += keys
