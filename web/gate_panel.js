@@ -4,7 +4,7 @@
 
 import { t } from "./i18n_core.js";
 import { MaskPainter } from "./mask_painter.js";
-import { Countdown } from "./countdown.js";
+import { PausePanel } from "./pause_panel.js";
 
 // Heights (CSS px) of the panel's fixed rows. The panel has one size whether the gate is idle or
 // waiting: the preview scales to the node, never the node to the image, so a pause never makes
@@ -114,7 +114,7 @@ export function previewURL(image, apiURL) {
     return apiURL(`/view?${query}`);
 }
 
-export class GatePanel {
+export class GatePanel extends PausePanel {
     /**
      * @param {object} hooks
      * @param {(route: number, mask: string|null) => void} hooks.onChoose
@@ -126,10 +126,8 @@ export class GatePanel {
      * @param {object} hooks.api where the countdown's touches go (the frontend's api, or the review page's)
      */
     constructor(hooks) {
-        this.hooks = hooks;
-        this.entry = null;
+        super(hooks);
         this.frame = 0;
-        this.busy = false;
         this.element = el("div", { class: "dsg-gate", dataset: { state: "idle" } });
         this.#buildSlotBar();
         this.hint = el("div", { class: "dsg-hint", text: t("panel.idleHint", IDLE_HINT) });
@@ -139,10 +137,6 @@ export class GatePanel {
         this.element.append(this.slotBar, this.idle, this.pause);
         this.fitObserver = new ResizeObserver(() => this.#fitStage());
         this.fitObserver.observe(this.viewport);
-    }
-
-    get waiting() {
-        return this.entry !== null;
     }
 
     /** The same in both states, so showing or ending a pause never resizes the node. */
@@ -186,7 +180,6 @@ export class GatePanel {
         this.title = el("span", { class: "dsg-title", text: t("panel.chooseRoute", "Choose a route") });
         this.meta = el("span", { class: "dsg-meta" });
         this.source = el("span", { class: "dsg-source" });
-        this.countdown = new Countdown(this.hooks.api);
         const head = el("div", { class: "dsg-head" }, [
             el("span", { class: "dsg-dot" }), this.title, this.source, this.meta, this.countdown.element]);
 
@@ -245,17 +238,9 @@ export class GatePanel {
         this.#setOpacity(55);
     }
 
-    /** Show a waiting gate. The same pause shown again keeps its painted mask and frame. */
-    showPause(entry) {
-        const same = this.entry && this.entry.token === entry.token;
-        this.entry = entry;
-        this.element.dataset.state = "waiting";
-        this.element.dataset.token = entry.token;
-        this.countdown.show(entry); // a fresh /pending may carry a moved deadline for the same pause
-        if (same) return;
+    /** A new pause: its image, frames, tools and route buttons (the same pause shown again keeps its mask). */
+    startPause(entry) {
         this.element.dataset.maskLoaded = "false";
-
-        this.setBusy(false); // the buttons of the last pause were disabled while its answer was sent
         this.frame = 0;
         this.status.textContent = "";
         const frames = Math.max(1, entry.frames ?? entry.images.length);
@@ -279,12 +264,7 @@ export class GatePanel {
     }
 
     /** Idle: say what will happen, and (when there was one) what was decided last. */
-    showIdle(note = "") {
-        this.entry = null;
-        this.countdown.stop();
-        this.setBusy(false);
-        this.element.dataset.state = "idle";
-        delete this.element.dataset.token;
+    endPause(note) {
         delete this.element.dataset.maskLoaded;
         this.hint.textContent = note || t("panel.idleHint", IDLE_HINT);
         this.image.removeAttribute("src");
@@ -329,12 +309,8 @@ export class GatePanel {
     }
 
     setBusy(busy) {
-        this.busy = busy;
+        super.setBusy(busy);
         for (const button of this.element.querySelectorAll(".dsg-routes button")) button.disabled = busy;
-    }
-
-    setError(message) {
-        this.status.textContent = message;
     }
 
     mask() {

@@ -8,7 +8,7 @@
 
 import { IdPicker, el, previewURL } from "./gate_panel.js";
 import { t } from "./i18n_core.js";
-import { Countdown } from "./countdown.js";
+import { PausePanel } from "./pause_panel.js";
 
 const GAP = 6; // px between tiles; the CSS uses the same
 export const IDLE_HINT = "Pauses here when the workflow runs: a page of the pool shows here as a grid. Click the ones to keep, then Send.";
@@ -18,7 +18,7 @@ function describe(item) {
     return `${item.name}${item.width ? ` · ${item.width}×${item.height}` : ""}`;
 }
 
-export class GridPanel {
+export class GridPanel extends PausePanel {
     /**
      * @param {object} hooks
      * @param {(keep: number[]) => void} hooks.onSend
@@ -30,11 +30,9 @@ export class GridPanel {
      * @param {object} hooks.api where the countdown's touches go (the frontend's api, or the review page's)
      */
     constructor(hooks) {
-        this.hooks = hooks;
-        this.entry = null;
+        super(hooks);
         this.kept = new Set();
         this.focus = 0;
-        this.busy = false;
         this.viewerIndex = null;
         this.element = el("div", { class: "dsg-gate dsg-grid", dataset: { state: "idle" } });
         this.picker = new IdPicker({
@@ -60,10 +58,6 @@ export class GridPanel {
         this.layoutObserver.observe(this.tiles);
     }
 
-    get waiting() {
-        return this.entry !== null;
-    }
-
     get viewerOpen() {
         return this.viewerIndex !== null;
     }
@@ -74,7 +68,6 @@ export class GridPanel {
         this.source = el("span", { class: "dsg-source" });
         this.count = el("span", { class: "dsg-grid-count", role: "status" });
         this.remaining = el("span", { class: "dsg-meta dsg-grid-remaining" });
-        this.countdown = new Countdown(this.hooks.api);
         const head = el("div", { class: "dsg-head" }, [
             el("span", { class: "dsg-dot" }), el("span", { class: "dsg-title", text: t("grid.title", "Keep or reject") }),
             this.source, this.count, this.remaining, this.countdown.element]);
@@ -137,15 +130,8 @@ export class GridPanel {
 
     // --- state ---------------------------------------------------------------------------------
 
-    /** Show a waiting grid. The same pause shown again keeps its selection. */
-    showPause(entry) {
-        const same = this.entry && this.entry.token === entry.token;
-        this.entry = entry;
-        this.element.dataset.state = "waiting";
-        this.element.dataset.token = entry.token;
-        this.countdown.show(entry); // a fresh /pending may carry a moved deadline for the same pause
-        if (same) return;
-        this.setBusy(false);
+    /** A new page to review (the same pause shown again keeps its selection). */
+    startPause(entry) {
         this.kept = new Set();
         this.focus = 0;
         this.status.textContent = "";
@@ -160,13 +146,8 @@ export class GridPanel {
         this.layout();
     }
 
-    showIdle(note = "") {
-        this.entry = null;
-        this.countdown.stop();
-        this.setBusy(false);
+    endPause(note) {
         this.kept = new Set();
-        this.element.dataset.state = "idle";
-        delete this.element.dataset.token;
         if (note) this.hint.textContent = note;
         this.tiles.replaceChildren();
         this.closeViewer();
@@ -178,12 +159,8 @@ export class GridPanel {
     }
 
     setBusy(busy) {
-        this.busy = busy;
+        super.setBusy(busy);
         for (const button of this.pause.querySelectorAll(".dsg-grid-actions button")) button.disabled = busy;
-    }
-
-    setError(message) {
-        this.status.textContent = message;
     }
 
     keep() {

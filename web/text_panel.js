@@ -4,7 +4,7 @@
 // the server. No frontend import, so a page without ComfyUI's frontend can use it.
 
 import { el, previewURL } from "./gate_panel.js";
-import { Countdown } from "./countdown.js";
+import { PausePanel } from "./pause_panel.js";
 import { t } from "./i18n_core.js";
 
 const MAX_TEXT_BYTES = 1024 * 1024;
@@ -49,11 +49,9 @@ function idleHint() {
     return t("text.idleHint", "Pauses here when the workflow runs: edit the text, then Approve (Ctrl+Enter), Reject or Cancel (Esc).");
 }
 
-export class TextPanel {
+export class TextPanel extends PausePanel {
     constructor(hooks) {
-        this.hooks = hooks;
-        this.entry = null;
-        this.busy = false;
+        super(hooks);
         this.confirming = false;
         this.original = "";
         this.element = el("div", { class: "dsg-gate dsg-text-gate", dataset: { state: "idle" } });
@@ -62,14 +60,9 @@ export class TextPanel {
         this.element.append(this.idle, this.pause);
     }
 
-    get waiting() {
-        return this.entry !== null;
-    }
-
     #buildPause() {
         this.file = el("span", { class: "dsg-text-file" });
         this.meta = el("span", { class: "dsg-meta" });
-        this.countdown = new Countdown(this.hooks.api);
         const head = el("div", { class: "dsg-head" }, [
             el("span", { class: "dsg-dot" }), el("span", { class: "dsg-title", text: t("text.title", "Edit the text") }),
             this.file, this.meta, this.countdown.element]);
@@ -130,14 +123,8 @@ export class TextPanel {
         this.countdown.watch(this.pause); // a keystroke in the text, a click: the person is still at it
     }
 
-    showPause(entry) {
-        const same = this.entry && this.entry.token === entry.token;
-        this.entry = entry;
-        this.element.dataset.state = "waiting";
-        this.element.dataset.token = entry.token;
-        this.countdown.show(entry); // a fresh /pending may carry a moved deadline for the same pause
-        if (same) return;
-        this.setBusy(false);
+    /** A new text to edit (the same pause shown again keeps the person's edit). */
+    startPause(entry) {
         this.confirming = false;
         this.original = entry.text ?? "";
         this.pattern = triggerPattern(entry.trigger);
@@ -169,13 +156,8 @@ export class TextPanel {
         });
     }
 
-    showIdle(note = "") {
-        this.entry = null;
-        this.countdown.stop();
-        this.setBusy(false);
+    endPause(note) {
         this.confirming = false;
-        this.element.dataset.state = "idle";
-        delete this.element.dataset.token;
         this.idle.textContent = note || idleHint();
         this.image.removeAttribute("src");
         if (this.input === document.activeElement) this.input.blur();
@@ -212,12 +194,8 @@ export class TextPanel {
     }
 
     setBusy(busy) {
-        this.busy = busy;
+        super.setBusy(busy);
         for (const button of [this.approveButton, this.rejectButton, this.cancelButton]) button.disabled = busy;
-    }
-
-    setError(message) {
-        this.status.textContent = message;
     }
 
     #edited() {
