@@ -48,6 +48,13 @@ def say(comfy, node_id, prompt_id, kind: str, reason: str, text: str, level: int
     return entry
 
 
+def say_of(comfy, pause: Pause, reason: str, text: str, level: int = logging.INFO, tell: bool = True,
+           **extra) -> dict:
+    """say() about what became of `pause`: its node, prompt, kind and workflow come from the pause."""
+    return say(comfy, pause.node_id, pause.prompt_id, pause.kind, reason, text, level, tell,
+               workflow_id=pause.workflow_id, **extra)
+
+
 def status_ui(*entries) -> dict:
     """The node's UI output holding these status entries ({} for none)."""
     found = [entry for entry in entries if entry]
@@ -72,9 +79,8 @@ def waiting(bus: GateBus, comfy, pause: Pause, resolved: Callable[[Pause], dict]
             raise comfy.interrupted_exception() from None
         if pause.timed_out:
             # Told after the resolved event, so a panel that goes idle on it then shows why.
-            pause.notes.append(say(comfy, pause.node_id, pause.prompt_id, pause.kind, "timed_out",
-                                   describe(pause.timeout, on_timeout), tell=False, workflow_id=pause.workflow_id,
-                                   timeout=pause.timeout, on_timeout=on_timeout))
+            pause.notes.append(say_of(comfy, pause, "timed_out", describe(pause.timeout, on_timeout), tell=False,
+                                      timeout=pause.timeout, on_timeout=on_timeout))
             if on_timeout == ON_TIMEOUT_CANCEL:
                 raise comfy.interrupted_exception()
         yield pause

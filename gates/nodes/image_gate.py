@@ -28,7 +28,7 @@ from ..pause import GATES, GateBus
 from ..previews import remove_previews, save_previews
 from ..slots import bus_write, resolve_source
 from ..timeouts import OnTimeoutError, parse_on_timeout, parse_timeout, timeout_inputs, timeout_route
-from ..waiting import say, status_ui, waiting
+from ..waiting import say, say_of, status_ui, waiting
 
 log = logging.getLogger("datasete_gates")
 
@@ -329,9 +329,8 @@ class ImageGate:
                         # old version (a publish is all or nothing); the node and the log say why.
                         publish_error = str(exc) if isinstance(exc, imagebus.SlotError) else (
                             f"slot {send_id!r}: could not publish: {exc.strerror or exc}")
-                        notes.append(say(comfy, unique_id, pause.prompt_id, KIND_IMAGE, "publish_failed",
-                                         publish_error, logging.ERROR, workflow_id=pause.workflow_id,
-                                         slot=send_id))
+                        notes.append(say_of(comfy, pause, "publish_failed", publish_error, logging.ERROR,
+                                            slot=send_id))
         finally:
             remove_previews(previews, temp)
         result = (mask,) + route_tuple(pause.route - 1, image, blocker, MAX_ROUTES)

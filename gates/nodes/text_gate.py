@@ -14,7 +14,7 @@ from ..folders import FolderError
 from ..pause import GATES, GateBus
 from ..previews import remove_previews, save_previews
 from ..timeouts import parse_on_timeout, parse_timeout, timeout_inputs
-from ..waiting import say, status_ui, waiting
+from ..waiting import say_of, status_ui, waiting
 
 
 def validate_caption_path(input_dir, caption_path) -> tuple[str, object] | None:
@@ -140,8 +140,8 @@ class TextGate:
                         error = f"could not write {target[0]}: {reason}"
                         if pause.timed_out:
                             # Nobody is there to pause again for: pass the text on and say so.
-                            notes.append(say(comfy, unique_id, pause.prompt_id, KIND_TEXT, "write_failed", error,
-                                             logging.ERROR, workflow_id=pause.workflow_id, file=target[0]))
+                            notes.append(say_of(comfy, pause, "write_failed", error, logging.ERROR,
+                                                file=target[0]))
                             break
                         # The person's edit must not be lost: pause again with it and the reason.
                         details = {**details, "text": answer["text"],
